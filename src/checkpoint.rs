@@ -1,0 +1,279 @@
+//! The safetensors files: style models (transformer weights and metadata), VGG16 weights
+//! and the training state kept beside a checkpoint for resuming.
+use crate::fsutil;
+use anyhow::{anyhow, bail, Context, Result};
+use safetensors::tensor::{Dtype, SafeTensors, View};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use tch::{nn, Device, Kind, Tensor};
+
+/// `format` metadata value of a style model.
+pub const MODEL_FORMAT: &str = "faststyle.transformer";
+/// `format_version` metadata value of a style model.
+pub const MODEL_FORMAT_VERSION: &str = "1";
+
+/// String metadata of a safetensors file (`__metadata__`).
+pub type Metadata = BTreeMap<String, String>;
+
+/// Tensors read from a safetensors file, converted to float32 on the CPU, by name.
+pub struct TensorFile {
+    /// The tensors by name.
+    pub tensors: HashMap<String, Tensor>,
+    /// The file's `__metadata__`, empty when it has none.
+    pub metadata: Metadata,
+}
+
+/// Reads every tensor of a safetensors file. Float16, bfloat16 and float64 become float32.
+pub fn read(path: &Path) -> Result<TensorFile> {
+    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    parse(&bytes).with_context(|| format!("{}: not a valid safetensors file", path.display()))
+}
+
+fn parse(bytes: &[u8]) -> Result<TensorFile> {
+    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| anyhow!("{e:?}"))?;
+    let metadata = meta
+        .metadata()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    let st = SafeTensors::deserialize(bytes).map_err(|e| anyhow!("{e:?}"))?;
+    let mut tensors = HashMap::new();
+    for (name, view) in st.tensors() {
+        let kind = match view.dtype() {
+            Dtype::F32 => Kind::Float,
+            Dtype::F16 => Kind::Half,
+            Dtype::BF16 => Kind::BFloat16,
+            Dtype::F64 => Kind::Double,
+            other => bail!("tensor `{name}` has unsupported dtype {other:?}"),
+        };
+        let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+        let tensor = Tensor::f_from_data_size(view.data(), &shape, kind)
+            .with_context(|| format!("tensor `{name}`"))?
+            .to_kind(Kind::Float);
+        tensors.insert(name, tensor);
+    }
+    Ok(TensorFile { tensors, metadata })
+}
+
+impl TensorFile {
+    /// Copies the tensors into every variable of `vs`, by name; a missing or misshaped tensor
+    /// is an error naming it. Extra tensors in the file are ignored.
+    pub fn load_into(&self, vs: &nn::VarStore, path: &Path) -> Result<()> {
+        let mut names: Vec<_> = vs.variables().into_iter().collect();
+        names.sort_by(|a, b| a.0.cmp(&b.0));
+        tch::no_grad(|| {
+            for (name, mut var) in names {
+                let src = self
+                    .tensors
+                    .get(&name)
+                    .ok_or_else(|| anyhow!("{}: missing tensor `{name}`", path.display()))?;
+                if src.size() != var.size() {
+                    bail!(
+                        "{}: tensor `{name}` has shape {:?}, expected {:?}",
+                        path.display(),
+                        src.size(),
+                        var.size()
+                    );
+                }
+                var.copy_(src);
+            }
+            Ok(())
+        })
+    }
+}
+
+/// One tensor's bytes ready for serialisation.
+struct Bytes {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    data: Vec<u8>,
+}
+
+impl View for &Bytes {
+    fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&self.data)
+    }
+    fn data_len(&self) -> usize {
+        self.data.len()
+    }
+}
+
+fn to_bytes(tensor: &Tensor, kind: Kind) -> Result<Bytes> {
+    let dtype = match kind {
+        Kind::Float => Dtype::F32,
+        Kind::Half => Dtype::F16,
+        Kind::BFloat16 => Dtype::BF16,
+        other => bail!("cannot store tensors of kind {other:?}"),
+    };
+    let t = tensor
+        .detach()
+        .to_device(Device::Cpu)
+        .to_kind(kind)
+        .contiguous();
+    let numel = t.numel();
+    let mut data = vec![0u8; numel * kind.elt_size_in_bytes()];
+    t.f_copy_data_u8(&mut data, numel)?;
+    let shape = t.size().iter().map(|&d| d as usize).collect();
+    Ok(Bytes { dtype, shape, data })
+}
+
+/// Writes named tensors (stored as `kind`) and metadata to `path`, atomically.
+pub fn write(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+    metadata: &Metadata,
+    kind: Kind,
+) -> Result<()> {
+    let bytes: Vec<(String, Bytes)> = tensors
+        .iter()
+        .map(|(name, t)| Ok((name.clone(), to_bytes(t, kind)?)))
+        .collect::<Result<_>>()?;
+    let meta: HashMap<String, String> = metadata.clone().into_iter().collect();
+    let buffer = safetensors::tensor::serialize(bytes.iter().map(|(n, b)| (n, b)), Some(meta))
+        .map_err(|e| anyhow!("{}: cannot serialise: {e:?}", path.display()))?;
+    fsutil::write_atomic(path, &buffer)
+}
+
+/// All variables of a var store, sorted by name.
+pub fn variables(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
+    let mut vars: Vec<_> = vs.variables().into_iter().collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    vars
+}
+
+/// What a style model records about how it was made (DESIGN.md's metadata).
+#[derive(Clone, Debug, Default)]
+pub struct ModelInfo {
+    /// Name of the style image.
+    pub style: String,
+    /// Training iterations done.
+    pub iterations: u64,
+    /// Content loss weight.
+    pub content_weight: f64,
+    /// Style loss weight.
+    pub style_weight: f64,
+    /// Training crop size.
+    pub image_size: u32,
+}
+
+impl ModelInfo {
+    /// The metadata entries of a style model file.
+    pub fn metadata(&self) -> Metadata {
+        [
+            ("format", MODEL_FORMAT.to_string()),
+            ("format_version", MODEL_FORMAT_VERSION.to_string()),
+            ("style", self.style.clone()),
+            ("iterations", self.iterations.to_string()),
+            ("content_weight", self.content_weight.to_string()),
+            ("style_weight", self.style_weight.to_string()),
+            ("image_size", self.image_size.to_string()),
+            ("created_by", crate::CREATED_BY.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+}
+
+/// Saves a style model: the transformer's variables with the metadata of `info`.
+pub fn save_model(path: &Path, vs: &nn::VarStore, info: &ModelInfo, kind: Kind) -> Result<()> {
+    write(path, &variables(vs), &info.metadata(), kind)
+}
+
+/// Loads a style model file into the transformer's var store; returns the file's metadata.
+/// A file whose `format` names something else is refused; one without metadata (a converted
+/// PyTorch state dict) loads.
+pub fn load_model(path: &Path, vs: &nn::VarStore) -> Result<Metadata> {
+    let file = read(path)?;
+    if let Some(format) = file.metadata.get("format") {
+        if format != MODEL_FORMAT {
+            bail!(
+                "{}: not a style model (format `{format}`, expected `{MODEL_FORMAT}`)",
+                path.display()
+            );
+        }
+    }
+    file.load_into(vs, path)?;
+    Ok(file.metadata)
+}
+
+/// `format` metadata value of a training state file.
+pub const STATE_FORMAT: &str = "faststyle.train_state";
+
+/// The path of the training state kept beside a style model `X.safetensors`:
+/// `X.state.safetensors`.
+pub fn state_path(model: &Path) -> std::path::PathBuf {
+    let stem = model
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    model.with_file_name(format!("{stem}.state.safetensors"))
+}
+
+/// Everything besides the weights that a resumed run needs: optimizer moments (as tensors)
+/// and, in the metadata, the step, the data position and the run's configuration (JSON).
+pub struct TrainState {
+    /// Optimizer tensors by name.
+    pub tensors: HashMap<String, Tensor>,
+    /// Iterations done.
+    pub step: u64,
+    /// Epoch of the next batch.
+    pub epoch: u64,
+    /// Position of the next batch in its epoch's order.
+    pub index: usize,
+    /// The run's configuration, as the trainer serialised it.
+    pub config: serde_json::Value,
+}
+
+impl TrainState {
+    /// Writes the state file atomically.
+    pub fn save(&self, path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
+        let metadata: Metadata = [
+            ("format", STATE_FORMAT.to_string()),
+            ("format_version", "1".to_string()),
+            ("step", self.step.to_string()),
+            ("epoch", self.epoch.to_string()),
+            ("index", self.index.to_string()),
+            ("config", self.config.to_string()),
+            ("created_by", crate::CREATED_BY.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        write(path, tensors, &metadata, Kind::Float)
+    }
+
+    /// Reads a state file written by [`TrainState::save`].
+    pub fn load(path: &Path) -> Result<Self> {
+        let file = read(path)?;
+        let field = |key: &str| {
+            file.metadata
+                .get(key)
+                .ok_or_else(|| anyhow!("{}: not a training state (no `{key}`)", path.display()))
+        };
+        if field("format")? != STATE_FORMAT {
+            bail!("{}: not a training state file", path.display());
+        }
+        let number = |key: &str| -> Result<u64> {
+            field(key)?
+                .parse()
+                .with_context(|| format!("{}: bad `{key}`", path.display()))
+        };
+        Ok(Self {
+            step: number("step")?,
+            epoch: number("epoch")?,
+            index: number("index")? as usize,
+            config: serde_json::from_str(field("config")?)
+                .with_context(|| format!("{}: bad `config`", path.display()))?,
+            tensors: file.tensors,
+        })
+    }
+}

@@ -1,0 +1,218 @@
+//! The transformer network of Johnson et al. 2016, laid out as the PyTorch fast-neural-style
+//! example lays it out (instance norm, upsample + conv, reflection padding), with its tensor names.
+use tch::nn::{self, Module};
+use tch::Tensor;
+
+/// Reflection padding followed by a convolution: the example's `ConvLayer`.
+#[derive(Debug)]
+pub struct ConvLayer {
+    conv: nn::Conv2D,
+    pad: i64,
+    stride: i64,
+    upsample: bool,
+}
+
+impl ConvLayer {
+    fn new(p: nn::Path, c_in: i64, c_out: i64, kernel: i64, stride: i64) -> Self {
+        let config = nn::ConvConfig {
+            stride,
+            ..Default::default()
+        };
+        Self {
+            conv: nn::conv2d(p / "conv2d", c_in, c_out, kernel, config),
+            pad: kernel / 2,
+            stride,
+            upsample: false,
+        }
+    }
+
+    /// The example's `UpsampleConvLayer`: nearest ×2 upsampling before the padded convolution.
+    fn upsampling(p: nn::Path, c_in: i64, c_out: i64, kernel: i64) -> Self {
+        Self {
+            upsample: true,
+            ..Self::new(p, c_in, c_out, kernel, 1)
+        }
+    }
+}
+
+impl Module for ConvLayer {
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let x = if self.upsample {
+            let (h, w) = (x.size()[2], x.size()[3]);
+            x.upsample_nearest2d([h * 2, w * 2], 2.0, 2.0)
+        } else {
+            x.shallow_clone()
+        };
+        let p = self.pad;
+        // Weights follow the input's precision: mixed precision keeps float32 master weights.
+        let kind = x.kind();
+        let bias = self.conv.bs.as_ref().map(|b| b.to_kind(kind));
+        x.reflection_pad2d([p, p, p, p]).conv2d(
+            &self.conv.ws.to_kind(kind),
+            bias,
+            [self.stride, self.stride],
+            [0, 0],
+            [1, 1],
+            1,
+        )
+    }
+}
+
+/// Instance normalisation with a learned scale and shift, and no running statistics.
+#[derive(Debug)]
+pub struct InstanceNorm {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl InstanceNorm {
+    /// Epsilon of PyTorch's `InstanceNorm2d`.
+    pub const EPS: f64 = 1e-5;
+
+    fn new(p: nn::Path, channels: i64) -> Self {
+        Self {
+            weight: p.ones("weight", &[channels]),
+            bias: p.zeros("bias", &[channels]),
+        }
+    }
+}
+
+impl Module for InstanceNorm {
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let kind = x.kind();
+        x.instance_norm(
+            Some(&self.weight.to_kind(kind)),
+            Some(&self.bias.to_kind(kind)),
+            None::<&Tensor>,
+            None::<&Tensor>,
+            true,
+            0.1,
+            Self::EPS,
+            true,
+        )
+    }
+}
+
+/// Two 3×3 convolutions with instance norm, added to the input (He et al. 2016).
+#[derive(Debug)]
+pub struct ResidualBlock {
+    conv1: ConvLayer,
+    in1: InstanceNorm,
+    conv2: ConvLayer,
+    in2: InstanceNorm,
+}
+
+impl ResidualBlock {
+    fn new(p: nn::Path, channels: i64) -> Self {
+        Self {
+            conv1: ConvLayer::new(&p / "conv1", channels, channels, 3, 1),
+            in1: InstanceNorm::new(&p / "in1", channels),
+            conv2: ConvLayer::new(&p / "conv2", channels, channels, 3, 1),
+            in2: InstanceNorm::new(&p / "in2", channels),
+        }
+    }
+}
+
+impl Module for ResidualBlock {
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let out = x.apply(&self.conv1).apply(&self.in1).relu();
+        out.apply(&self.conv2).apply(&self.in2) + x
+    }
+}
+
+/// The image transformation network: 3 downsampling convolutions, 5 residual blocks,
+/// 2 upsampling convolutions and a final 9×9 convolution. Pixels in and out are in 0…255.
+#[derive(Debug)]
+pub struct TransformerNet {
+    conv1: ConvLayer,
+    in1: InstanceNorm,
+    conv2: ConvLayer,
+    in2: InstanceNorm,
+    conv3: ConvLayer,
+    in3: InstanceNorm,
+    res: Vec<ResidualBlock>,
+    deconv1: ConvLayer,
+    in4: InstanceNorm,
+    deconv2: ConvLayer,
+    in5: InstanceNorm,
+    deconv3: ConvLayer,
+}
+
+impl TransformerNet {
+    /// The side that the network's own layout needs: a multiple of 4 (two stride-2 steps),
+    /// and at least 8 so that every reflection pad is smaller than the map it pads.
+    const ALIGN: i64 = 4;
+    const MIN_SIDE: i64 = 8;
+
+    /// Creates the network's variables under `p` (the root of a var store for checkpoint names).
+    pub fn new(p: &nn::Path) -> Self {
+        Self {
+            conv1: ConvLayer::new(p / "conv1", 3, 32, 9, 1),
+            in1: InstanceNorm::new(p / "in1", 32),
+            conv2: ConvLayer::new(p / "conv2", 32, 64, 3, 2),
+            in2: InstanceNorm::new(p / "in2", 64),
+            conv3: ConvLayer::new(p / "conv3", 64, 128, 3, 2),
+            in3: InstanceNorm::new(p / "in3", 128),
+            res: (1..=5)
+                .map(|i| ResidualBlock::new(p / format!("res{i}"), 128))
+                .collect(),
+            deconv1: ConvLayer::upsampling(p / "deconv1", 128, 64, 3),
+            in4: InstanceNorm::new(p / "in4", 64),
+            deconv2: ConvLayer::upsampling(p / "deconv2", 64, 32, 3),
+            in5: InstanceNorm::new(p / "in5", 32),
+            deconv3: ConvLayer::new(p / "deconv3", 32, 3, 9, 1),
+        }
+    }
+
+    /// The network exactly as PyTorch's example computes it; sides must be multiples of 4, ≥ 8.
+    pub fn forward_aligned(&self, x: &Tensor) -> Tensor {
+        let mut y = x.apply(&self.conv1).apply(&self.in1).relu();
+        y = y.apply(&self.conv2).apply(&self.in2).relu();
+        y = y.apply(&self.conv3).apply(&self.in3).relu();
+        for block in &self.res {
+            y = y.apply(block);
+        }
+        y = y.apply(&self.deconv1).apply(&self.in4).relu();
+        y = y.apply(&self.deconv2).apply(&self.in5).relu();
+        y.apply(&self.deconv3)
+    }
+}
+
+/// Padding (right, bottom) that brings a side up to what the network needs.
+fn pad_for(side: i64) -> i64 {
+    let aligned = side.max(TransformerNet::MIN_SIDE);
+    let aligned = (aligned + TransformerNet::ALIGN - 1) / TransformerNet::ALIGN * TransformerNet::ALIGN;
+    aligned - side
+}
+
+impl Module for TransformerNet {
+    /// Stylizes a batch (N×3×H×W, 0…255) of any size; the output has the input's size.
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let size = x.size();
+        let (h, w) = (size[2], size[3]);
+        let (ph, pw) = (pad_for(h), pad_for(w));
+        if ph == 0 && pw == 0 {
+            return self.forward_aligned(x);
+        }
+        // Replication, not reflection: it works for any side, even a single pixel.
+        let padded = x.replication_pad2d([0, pw, 0, ph]);
+        self.forward_aligned(&padded)
+            .narrow(2, 0, h)
+            .narrow(3, 0, w)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn padding_reaches_a_multiple_of_four_at_least_eight() {
+        for side in 1..40 {
+            let p = pad_for(side);
+            assert!(p >= 0 && (side + p) % 4 == 0 && side + p >= 8, "side {side}");
+            assert!(p < 8);
+        }
+        assert_eq!(pad_for(256), 0);
+    }
+}
