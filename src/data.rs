@@ -1,0 +1,268 @@
+//! The training photos: discovery, decoding, resizing and centre-cropping, shuffling per
+//! epoch, and batching in parallel ahead of the network (a bounded prefetch queue).
+use anyhow::{bail, Context, Result};
+use fast_image_resize::{images::Image, FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use tch::{Kind, Tensor};
+use walkdir::WalkDir;
+
+/// File extensions taken for images, lower case.
+pub const IMAGE_EXTENSIONS: [&str; 9] = [
+    "jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "jfif",
+];
+
+/// Whether a path names an image file, by its extension.
+pub fn is_image_path(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+/// The image files of a folder, walked recursively, in a fixed (sorted) order.
+pub fn find_images(root: &Path) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for entry in WalkDir::new(root).follow_links(true) {
+        let entry = entry.with_context(|| format!("{}: cannot walk", root.display()))?;
+        if entry.file_type().is_file() && is_image_path(entry.path()) {
+            files.push(entry.into_path());
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// A folder of training photos.
+pub struct Dataset {
+    /// The image files, sorted.
+    pub files: Vec<PathBuf>,
+}
+
+impl Dataset {
+    /// Finds the images under `root`; a folder without any is an error.
+    pub fn open(root: &Path) -> Result<Self> {
+        if !root.is_dir() {
+            bail!("{}: dataset folder not found", root.display());
+        }
+        let files = find_images(root)?;
+        if files.is_empty() {
+            bail!(
+                "{}: no images found (looked for {})",
+                root.display(),
+                IMAGE_EXTENSIONS.join(", ")
+            );
+        }
+        Ok(Self { files })
+    }
+
+    /// The number of photos.
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    /// Whether there are no photos (never true for an opened dataset).
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+
+    /// The order of the photos in `epoch`: a shuffle that depends only on the seed and epoch.
+    pub fn epoch_order(&self, seed: u64, epoch: u64) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.files.len()).collect();
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        rng.set_stream(epoch);
+        order.shuffle(&mut rng);
+        order
+    }
+}
+
+/// Decodes an image file into 8-bit RGB, upright.
+pub fn decode_rgb(path: &Path) -> Result<image::RgbImage> {
+    let img = image::ImageReader::open(path)?
+        .with_guessed_format()?
+        .decode()?;
+    Ok(img.to_rgb8())
+}
+
+/// Resizes so that the shorter side is `size` and crops the centre square, with a
+/// bilinear filter (as torchvision's Resize does on PIL images). Returns HWC bytes.
+pub fn square_crop(img: &image::RgbImage, size: u32, resizer: &mut Resizer) -> Result<Vec<u8>> {
+    let (w, h) = img.dimensions();
+    if w == size && h == size {
+        return Ok(img.as_raw().clone());
+    }
+    let src = Image::from_vec_u8(w, h, img.as_raw().clone(), PixelType::U8x3)?;
+    let mut dst = Image::new(size, size, PixelType::U8x3);
+    let options = ResizeOptions::new()
+        .resize_alg(ResizeAlg::Convolution(FilterType::Bilinear))
+        .fit_into_destination(Some((0.5, 0.5)));
+    resizer.resize(&src, &mut dst, &options)?;
+    Ok(dst.into_vec())
+}
+
+/// Loads one training photo: decoded, resized, centre-cropped, as HWC bytes.
+pub fn load_photo(path: &Path, size: u32) -> Result<Vec<u8>> {
+    let img = decode_rgb(path)?;
+    square_crop(&img, size, &mut Resizer::new())
+}
+
+/// Where in the data a run stands: the epoch and the position in that epoch's order.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Position {
+    /// Epoch, from 0.
+    pub epoch: u64,
+    /// Photos of this epoch's order already consumed.
+    pub index: usize,
+}
+
+/// A batch of photos ready for the network.
+pub struct Batch {
+    /// N×3×S×S, uint8, on the CPU.
+    pub images: Tensor,
+    /// The position just after this batch (where a resumed run continues).
+    pub next: Position,
+    /// Photos that failed to load while this batch was assembled, with the reason.
+    pub skipped: Vec<(PathBuf, String)>,
+}
+
+/// Settings of the loader.
+#[derive(Clone, Copy, Debug)]
+pub struct LoaderConfig {
+    /// Photos per batch.
+    pub batch_size: usize,
+    /// Side of the square crops.
+    pub image_size: u32,
+    /// Shuffle seed.
+    pub seed: u64,
+    /// Batches decoded ahead of the network.
+    pub prefetch: usize,
+}
+
+/// Batches produced by a background thread that decodes photos in parallel (rayon).
+pub struct Loader {
+    rx: Option<Receiver<Batch>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Loader {
+    /// Starts producing batches from `start` onwards, epoch after epoch, endlessly.
+    /// The last batch of an epoch may be smaller than the batch size.
+    pub fn start(dataset: Arc<Dataset>, config: LoaderConfig, start: Position) -> Self {
+        let (tx, rx) = sync_channel(config.prefetch.max(1));
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop_flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            // Enough photos in flight to keep every core busy, in whole batches.
+            let threads = rayon::current_num_threads().max(1);
+            let window = config.batch_size * threads.div_ceil(config.batch_size).max(2);
+            let mut pos = start;
+            let mut pending: Vec<Vec<u8>> = Vec::new();
+            let mut skipped = Vec::new();
+            loop {
+                let mut sent = false;
+                let whole_epoch = pos.index == 0;
+                let order = dataset.epoch_order(config.seed, pos.epoch);
+                while pos.index < order.len() {
+                    if stop_flag.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let end = (pos.index + window).min(order.len());
+                    let decoded: Vec<_> = order[pos.index..end]
+                        .par_iter()
+                        .map_init(Resizer::new, |resizer, &i| {
+                            let path = &dataset.files[i];
+                            decode_rgb(path).and_then(|img| square_crop(&img, config.image_size, resizer))
+                        })
+                        .collect();
+                    for (k, result) in decoded.into_iter().enumerate() {
+                        let file_index = order[pos.index + k];
+                        match result {
+                            Ok(pixels) => pending.push(pixels),
+                            Err(e) => {
+                                skipped.push((dataset.files[file_index].clone(), format!("{e:#}")))
+                            }
+                        }
+                        let last_of_epoch = pos.index + k + 1 == order.len();
+                        if pending.len() == config.batch_size || (last_of_epoch && !pending.is_empty()) {
+                            let next = if last_of_epoch {
+                                Position { epoch: pos.epoch + 1, index: 0 }
+                            } else {
+                                Position { epoch: pos.epoch, index: pos.index + k + 1 }
+                            };
+                            let batch = Batch {
+                                images: to_batch(&pending, config.image_size),
+                                next,
+                                skipped: std::mem::take(&mut skipped),
+                            };
+                            pending.clear();
+                            if tx.send(batch).is_err() {
+                                return;
+                            }
+                            sent = true;
+                        }
+                    }
+                    pos.index = end;
+                }
+                // Undelivered photos belong to the epoch's last batch, sent above; a fully
+                // unreadable tail leaves only skips, which the next batch reports.
+                pos = Position { epoch: pos.epoch + 1, index: 0 };
+                if !sent && whole_epoch {
+                    // Not one photo could be read: stop, so that the trainer reports it.
+                    for (path, reason) in skipped {
+                        eprintln!("warning: {}: skipped: {reason}", path.display());
+                    }
+                    return;
+                }
+            }
+        });
+        Self {
+            rx: Some(rx),
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// The next batch, or an error when the producer stopped (e.g. every photo is unreadable).
+    pub fn next_batch(&mut self) -> Result<Batch> {
+        let rx = self.rx.as_ref().context("loader is stopped")?;
+        rx.recv().context("the data loader stopped unexpectedly")
+    }
+}
+
+impl Drop for Loader {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Dropping the receiver unblocks a producer waiting to send.
+        self.rx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Stacks HWC byte images into an N×3×S×S uint8 tensor.
+fn to_batch(images: &[Vec<u8>], size: u32) -> Tensor {
+    let s = size as i64;
+    let flat: Vec<u8> = images.concat();
+    Tensor::from_slice(&flat)
+        .view([images.len() as i64, s, s, 3])
+        .permute([0, 3, 1, 2])
+        .contiguous()
+        .to_kind(Kind::Uint8)
+}
+
+/// Converts an 8-bit RGB image to a 1×3×H×W float tensor in 0…255.
+pub fn image_to_tensor(img: &image::RgbImage) -> Tensor {
+    let (w, h) = img.dimensions();
+    Tensor::from_slice(img.as_raw())
+        .view([1, h as i64, w as i64, 3])
+        .permute([0, 3, 1, 2])
+        .to_kind(Kind::Float)
+}
