@@ -1,0 +1,12 @@
+"""Exits non-zero unless the project's Python environment has what set-up installs."""
+import importlib
+import sys
+
+REQUIRED = ["numpy", "safetensors", "tensorboard", "PIL"]
+
+import torch  # noqa: E402
+
+if torch.__version__.split("+")[0] != "2.11.0":
+    sys.exit(f"torch {torch.__version__} installed, 2.11.0 needed")
+for name in REQUIRED:
+    importlib.import_module(name)

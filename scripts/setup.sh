@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Sets up faststyle on a fresh machine: a project-local Python environment with PyTorch 2.11.0
+# (whose libtorch the Rust code links), the release binaries, the real VGG16 weights and the
+# sample dataset. A second run only checks and rebuilds what changed.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+python="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+    echo "setup: creating .venv"
+    "$python" -m venv .venv
+fi
+if ! .venv/bin/python scripts/check_env.py 2>/dev/null; then
+    echo "setup: installing Python packages (torch 2.11.0 is about 5 GB)"
+    .venv/bin/pip install --quiet -r scripts/requirements.txt
+    .venv/bin/python scripts/check_env.py
+fi
+# tch builds against this link (see .cargo/config.toml).
+torch_dir="$(.venv/bin/python -c 'import os, torch; print(os.path.dirname(torch.__file__))')"
+ln -sfn "$torch_dir" .venv/libtorch
+
+echo "setup: building release binaries"
+cargo build --release --bins
+
+bash scripts/fetch_vgg16.sh
+bash scripts/make_sample_dataset.sh
+echo "setup: done. Binaries: target/release/train, target/release/infer"
