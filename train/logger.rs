@@ -1,0 +1,91 @@
+//! Where a run reports: TensorBoard event files, and the terminal (a bar, or plain lines).
+use anyhow::{Context, Result};
+use indicatif::ProgressBar;
+use std::path::Path;
+use tensorboard_rs::summary_writer::SummaryWriter;
+
+/// Mean losses over the iterations since the previous log.
+#[derive(Clone, Copy, Debug)]
+pub struct LossMeans {
+    pub content: f64,
+    pub style: f64,
+    pub tv: f64,
+    pub total: f64,
+}
+
+/// The run's TensorBoard writer and terminal output.
+pub struct Logger {
+    writer: SummaryWriter,
+    pub bar: ProgressBar,
+    interactive: bool,
+}
+
+impl Logger {
+    /// Opens (creates) `logdir`; a resumed run adds a new event file beside the old ones.
+    pub fn new(logdir: &Path, total: u64, start: u64) -> Result<Self> {
+        std::fs::create_dir_all(logdir)
+            .with_context(|| format!("{}: cannot create log folder", logdir.display()))?;
+        let bar = faststyle::progress::bar(total, "it");
+        bar.set_position(start);
+        bar.reset_eta();
+        Ok(Self {
+            writer: SummaryWriter::new(logdir),
+            bar,
+            interactive: faststyle::progress::interactive(),
+        })
+    }
+
+    /// Logs the losses and throughput of step `step`.
+    pub fn losses(&mut self, step: u64, epoch: u64, m: LossMeans, images_per_sec: f64, lr: f64) {
+        let s = step as usize;
+        for (tag, v) in [
+            ("loss/content", m.content),
+            ("loss/style", m.style),
+            ("loss/tv", m.tv),
+            ("loss/total", m.total),
+            ("train/images_per_sec", images_per_sec),
+            ("train/lr", lr),
+        ] {
+            self.writer.add_scalar(tag, v as f32, s);
+        }
+        self.writer.flush();
+        let text = format!(
+            "epoch {} content {:.4e} style {:.4e} tv {:.3e} total {:.4e} {:.1} img/s",
+            epoch + 1,
+            m.content,
+            m.style,
+            m.tv,
+            m.total,
+            images_per_sec
+        );
+        if self.interactive {
+            self.bar.set_message(text);
+        } else {
+            // Full precision, so that runs can be compared exactly from their logs.
+            println!(
+                "step {step} epoch {} content {} style {} tv {} total {} images/s {:.2}",
+                epoch + 1,
+                m.content,
+                m.style,
+                m.tv,
+                m.total,
+                images_per_sec
+            );
+        }
+    }
+
+    /// Logs a square RGB image (HWC bytes) under `tag`.
+    pub fn image(&mut self, tag: &str, hwc: &[u8], side: usize, step: u64) {
+        self.writer.add_image(tag, hwc, &[3, side, side], step as usize);
+        self.writer.flush();
+    }
+
+    /// Prints a line without breaking the bar.
+    pub fn say(&self, line: &str) {
+        if self.interactive {
+            self.bar.println(line);
+        } else {
+            eprintln!("{line}");
+        }
+    }
+}

@@ -1,0 +1,393 @@
+//! The training run: set-up, the loop, checkpoints, logging, interruption and resume.
+use crate::args::{Args, Config};
+use crate::logger::{LossMeans, Logger};
+use anyhow::{bail, Context, Result};
+use faststyle::checkpoint::{self, ModelInfo, TrainState};
+use faststyle::data::{self, Dataset, Loader, LoaderConfig, Position};
+use faststyle::device::{self, Precision};
+use faststyle::loss::{self, LossWeights};
+use faststyle::optim::Adam;
+use faststyle::transformer::TransformerNet;
+use faststyle::vgg::Vgg16;
+use faststyle::fsutil;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+use tch::nn::{self, Module};
+use tch::{Device, Kind, Tensor};
+
+/// Photos shown as stylized samples in TensorBoard.
+const SAMPLES: usize = 4;
+
+/// The files of a run: its style model and, beside it, its training state.
+struct RunFiles {
+    model: PathBuf,
+    state: PathBuf,
+}
+
+impl RunFiles {
+    fn new(out: &Path, name: &str) -> Self {
+        let model = out.join(format!("{name}.safetensors"));
+        Self {
+            state: checkpoint::state_path(&model),
+            model,
+        }
+    }
+
+    /// Finds the run that `--resume PATH` names: a run folder or a style model file.
+    fn find(path: &Path) -> Result<Self> {
+        if path.is_dir() {
+            let entries = std::fs::read_dir(path)
+                .with_context(|| format!("{}: cannot read folder", path.display()))?;
+            let mut states = Vec::new();
+            for entry in entries {
+                let p = entry.with_context(|| format!("{}: cannot read folder", path.display()))?.path();
+                if p.to_string_lossy().ends_with(".state.safetensors") {
+                    states.push(p);
+                }
+            }
+            match states.as_slice() {
+                [state] => {
+                    let name = state.file_name().unwrap_or_default().to_string_lossy();
+                    let stem = name.trim_end_matches(".state.safetensors");
+                    Ok(Self::new(path, stem))
+                }
+                [] => bail!("{}: no training state (*.state.safetensors) to resume from", path.display()),
+                _ => bail!("{}: several training states; pass the style model file to resume", path.display()),
+            }
+        } else {
+            let model = path.to_path_buf();
+            let state = checkpoint::state_path(&model);
+            if !state.exists() {
+                bail!("{}: no training state beside it ({} is missing)", path.display(), state.display());
+            }
+            Ok(Self { model, state })
+        }
+    }
+}
+
+/// Runs `train`; the exit code is 130 when interrupted (the run can be resumed).
+pub fn run(args: Args) -> Result<ExitCode> {
+    let device = args.device.resolve()?;
+    let precision = args.precision;
+    precision.check_device(device)?;
+    let (config, files, resumed) = match &args.resume {
+        Some(path) => {
+            let files = RunFiles::find(path)?;
+            let state = TrainState::load(&files.state)?;
+            let recorded: Config = serde_json::from_value(state.config.clone())
+                .with_context(|| format!("{}: unreadable configuration", files.state.display()))?;
+            (Config::for_resume(recorded, &args)?, files, Some(state))
+        }
+        None => {
+            let config = Config::from_args(&args)?;
+            let files = RunFiles::new(&config.out, &config.name);
+            if files.state.exists() {
+                bail!(
+                    "{} already holds run `{}`: resume it with --resume {}, or choose another --name or --out",
+                    config.out.display(),
+                    config.name,
+                    config.out.display()
+                );
+            }
+            (config, files, None)
+        }
+    };
+
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let flag = interrupted.clone();
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
+        .context("cannot install the Ctrl-C handler")?;
+
+    device::tune_for(device);
+    tch::manual_seed(config.seed as i64);
+    let vs = nn::VarStore::new(device);
+    let net = TransformerNet::new(&vs.root());
+    match (&resumed, &config.init) {
+        (Some(_), _) => {
+            checkpoint::load_model(&files.model, &vs)?;
+        }
+        (None, Some(init)) => {
+            checkpoint::load_model(init, &vs)?;
+        }
+        (None, None) => {}
+    }
+    let vgg = Vgg16::load(&config.vgg, device)?;
+    let dataset = Arc::new(Dataset::open(&config.dataset)?);
+    let style = load_style(&config)?.to_device(device);
+    let style_grams = loss::style_targets(&vgg, &style);
+
+    std::fs::create_dir_all(&config.out)
+        .with_context(|| format!("{}: cannot create output folder", config.out.display()))?;
+    let mut adam = Adam::new(checkpoint::variables(&vs), config.lr);
+    let mut pos = Position::default();
+    if let Some(state) = &resumed {
+        adam.load_state(&state.tensors)
+            .with_context(|| format!("{}: bad training state", files.state.display()))?;
+        pos = Position { epoch: state.epoch, index: state.index };
+    }
+    let start_step = resumed.as_ref().map_or(0, |s| s.step);
+    let mut step = start_step;
+    let batches_per_epoch = dataset.len().div_ceil(config.batch_size) as u64;
+    let total = config
+        .iterations
+        .unwrap_or_else(|| config.epochs.unwrap_or(1) * batches_per_epoch);
+
+    let mut logger = Logger::new(&config.logdir, total, start_step)?;
+    let config_json = serde_json::to_string_pretty(&config).context("cannot serialise configuration")?;
+    fsutil::write_atomic(&config.logdir.join("config.json"), config_json.as_bytes())?;
+    logger.say(&format!(
+        "training `{}` on {} photos from {} on {} ({precision}), {} iterations{}",
+        config.name,
+        dataset.len(),
+        config.dataset.display(),
+        device::describe(device),
+        total,
+        if start_step > 0 { format!(", resuming at {start_step}") } else { String::new() }
+    ));
+
+    let samples = sample_batch(&dataset, &config, &mut logger)?.to_device(device);
+    if start_step == 0 {
+        log_samples(&mut logger, &samples, "samples/input", 0);
+        let s = config.image_size;
+        let img = image_from_tensor(&style);
+        if let Ok(bytes) = data::square_crop(&img, s, &mut fast_image_resize::Resizer::new()) {
+            logger.image("style", &bytes, s as usize, 0);
+        }
+    }
+
+    let loader_config = LoaderConfig {
+        batch_size: config.batch_size,
+        image_size: config.image_size,
+        seed: config.seed,
+        prefetch: 4,
+    };
+    let mut loader = Loader::start(dataset.clone(), loader_config, pos);
+    let weights = LossWeights { content: config.content_weight, style: config.style_weight, tv: config.tv_weight };
+    let info = |step| ModelInfo {
+        style: config.style.file_name().unwrap_or_default().to_string_lossy().into_owned(),
+        iterations: step,
+        content_weight: config.content_weight,
+        style_weight: config.style_weight,
+        image_size: config.image_size,
+    };
+    let save = |adam: &Adam, step: u64, pos: Position| -> Result<()> {
+        checkpoint::save_model(&files.model, &vs, &info(step), Kind::Float)?;
+        let state = TrainState {
+            tensors: Default::default(),
+            step,
+            epoch: pos.epoch,
+            index: pos.index,
+            config: serde_json::to_value(&config).context("cannot serialise configuration")?,
+        };
+        state.save(&files.state, &adam.state_tensors())
+    };
+
+    let mut scaler = LossScaler::new(precision);
+    let mut sums = Tensor::zeros([4], (Kind::Float, device));
+    let mut since_log = 0u64;
+    let mut images_since_log = 0u64;
+    let mut log_clock = Instant::now();
+    let mut skipped = 0usize;
+    let started = Instant::now();
+    let done = |step: u64, pos: Position| match config.iterations {
+        Some(n) => step >= n,
+        None => pos.epoch >= config.epochs.unwrap_or(1),
+    };
+    while !done(step, pos) {
+        if interrupted.load(Ordering::SeqCst) {
+            break;
+        }
+        let batch = loader.next_batch().with_context(|| {
+            format!("{}: no photo could be read", config.dataset.display())
+        })?;
+        for (path, reason) in &batch.skipped {
+            logger.say(&format!("warning: {}: skipped: {reason}", path.display()));
+        }
+        skipped += batch.skipped.len();
+        let x = batch.images.to_device(device).to_kind(Kind::Float);
+        let losses = {
+            let input = if precision == Precision::Fp32 { x.shallow_clone() } else { x.to_kind(precision.kind()) };
+            let y = net.forward(&input);
+            loss::perceptual_losses(&vgg, &input, &y, &style_grams, weights)
+        };
+        adam.zero_grad();
+        scaler.backward(&losses.total);
+        // An fp16 overflow skips the update, as torch's GradScaler does.
+        if scaler.unscale_and_check(&mut adam) {
+            adam.step();
+        }
+        step += 1;
+        let epoch = if batch.next.index == 0 { batch.next.epoch - 1 } else { batch.next.epoch };
+        pos = batch.next;
+        let _ = sums.g_add_(&Tensor::stack(&[&losses.content, &losses.style, &losses.tv, &losses.total], 0).detach().to_kind(Kind::Float));
+        since_log += 1;
+        images_since_log += x.size()[0] as u64;
+        logger.bar.set_position(step);
+
+        let last = done(step, pos) || interrupted.load(Ordering::SeqCst);
+        let checkpoint_due = step % config.checkpoint_every == 0 || last;
+        if step % config.log_every == 0 || last || checkpoint_due {
+            let v = Vec::<f64>::try_from(&(&sums / since_log as f64).to_kind(Kind::Double).to_device(Device::Cpu))
+                .context("cannot read losses")?;
+            if v.iter().any(|l| !l.is_finite()) {
+                bail!(
+                    "the loss became {} by step {step}; stopped without saving (the last good checkpoint, if any, is {}). Try a lower --lr or other loss weights",
+                    if v.iter().any(|l| l.is_nan()) { "NaN" } else { "infinite" },
+                    files.model.display()
+                );
+            }
+            if step % config.log_every == 0 || last {
+                let rate = images_since_log as f64 / log_clock.elapsed().as_secs_f64().max(1e-9);
+                let means = LossMeans { content: v[0], style: v[1], tv: v[2], total: v[3] };
+                logger.losses(step, epoch, means, rate, config.lr);
+                let _ = sums.zero_();
+                since_log = 0;
+                images_since_log = 0;
+                log_clock = Instant::now();
+            }
+        }
+        if step % config.image_every == 0 || last {
+            let stylized = tch::no_grad(|| net.forward(&samples));
+            log_samples(&mut logger, &stylized, "samples/stylized", step);
+        }
+        if checkpoint_due {
+            save(&adam, step, pos)?;
+        }
+    }
+    drop(loader);
+    logger.bar.finish_and_clear();
+    if skipped > 0 {
+        eprintln!("skipped {skipped} unreadable photo(s)");
+    }
+    if interrupted.load(Ordering::SeqCst) {
+        if step > start_step {
+            save(&adam, step, pos)?;
+        }
+        eprintln!(
+            "interrupted at iteration {}; saved {}\nresume with: train --resume {}",
+            step,
+            files.model.display(),
+            config.out.display()
+        );
+        return Ok(ExitCode::from(130));
+    }
+    eprintln!(
+        "saved style model {} ({} iterations, {:.1} s)",
+        files.model.display(),
+        step,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The style image as a 1×3×H×W float tensor, resized when `--style-size` asks.
+fn load_style(config: &Config) -> Result<Tensor> {
+    let img = data::decode_rgb(&config.style)
+        .with_context(|| format!("{}: cannot read style image", config.style.display()))?;
+    let img = match config.style_size {
+        Some(size) => {
+            let (w, h) = img.dimensions();
+            let scale = size as f64 / w.min(h) as f64;
+            let (nw, nh) = (((w as f64 * scale).round() as u32).max(1), ((h as f64 * scale).round() as u32).max(1));
+            image::imageops::resize(&img, nw, nh, image::imageops::FilterType::Triangle)
+        }
+        None => img,
+    };
+    Ok(data::image_to_tensor(&img))
+}
+
+/// The first few readable photos of the dataset, as training crops, for sample images.
+fn sample_batch(dataset: &Dataset, config: &Config, logger: &mut Logger) -> Result<Tensor> {
+    let mut crops = Vec::new();
+    for path in &dataset.files {
+        if crops.len() == SAMPLES {
+            break;
+        }
+        match data::load_photo(path, config.image_size) {
+            Ok(pixels) => crops.push(pixels),
+            Err(e) => logger.say(&format!("warning: {}: skipped: {e:#}", path.display())),
+        }
+    }
+    if crops.is_empty() {
+        bail!("{}: no photo could be read", config.dataset.display());
+    }
+    let s = config.image_size as i64;
+    Ok(Tensor::from_slice(&crops.concat())
+        .view([crops.len() as i64, s, s, 3])
+        .permute([0, 3, 1, 2])
+        .to_kind(Kind::Float))
+}
+
+/// Logs each image of a batch (N×3×S×S, 0…255) as `{tag}/{i}`.
+fn log_samples(logger: &mut Logger, batch: &Tensor, tag: &str, step: u64) {
+    let side = batch.size()[2] as usize;
+    let hwc = batch
+        .detach()
+        .clamp(0.0, 255.0)
+        .round()
+        .to_kind(Kind::Uint8)
+        .permute([0, 2, 3, 1])
+        .contiguous()
+        .to_device(Device::Cpu);
+    for i in 0..hwc.size()[0] {
+        let img = hwc.get(i);
+        let n = img.numel();
+        let mut bytes = vec![0u8; n];
+        img.copy_data_u8(&mut bytes, n);
+        logger.image(&format!("{tag}/{i}"), &bytes, side, step);
+    }
+}
+
+/// A 1×3×H×W float tensor back to an RGB image (for logging the style image).
+fn image_from_tensor(t: &Tensor) -> image::RgbImage {
+    let (h, w) = (t.size()[2], t.size()[3]);
+    let hwc = t.get(0).clamp(0.0, 255.0).round().to_kind(Kind::Uint8).permute([1, 2, 0]).contiguous().to_device(Device::Cpu);
+    let n = hwc.numel();
+    let mut bytes = vec![0u8; n];
+    hwc.copy_data_u8(&mut bytes, n);
+    image::RgbImage::from_raw(w as u32, h as u32, bytes).unwrap_or_default()
+}
+
+/// Dynamic loss scaling for fp16 (as torch's GradScaler); a no-op in other precisions.
+struct LossScaler {
+    scale: f64,
+    enabled: bool,
+    good_steps: u32,
+}
+
+impl LossScaler {
+    fn new(precision: Precision) -> Self {
+        Self { scale: 65536.0, enabled: precision == Precision::Fp16, good_steps: 0 }
+    }
+
+    fn backward(&self, loss: &Tensor) {
+        if self.enabled {
+            (loss * self.scale).backward();
+        } else {
+            loss.backward();
+        }
+    }
+
+    /// Unscales the gradients; false when they overflowed (the step must be skipped).
+    fn unscale_and_check(&mut self, adam: &mut Adam) -> bool {
+        if !self.enabled {
+            return true;
+        }
+        adam.scale_grads(1.0 / self.scale);
+        if adam.grads_finite() {
+            self.good_steps += 1;
+            if self.good_steps == 2000 {
+                self.scale *= 2.0;
+                self.good_steps = 0;
+            }
+            true
+        } else {
+            self.scale /= 2.0;
+            self.good_steps = 0;
+            false
+        }
+    }
+}
