@@ -329,12 +329,13 @@ fn bad_inputs_get_one_line_errors() {
     let args = |extra: &[&str]| s.args("run", &[&["--iterations", "1"], extra].concat());
     let empty = s.path("empty");
     std::fs::create_dir_all(&empty).unwrap();
-    let with = |flag: &str, value: &Path| {
+    let set = |flag: &str, value: &str| {
         let mut a = args(&[]);
         let i = a.iter().position(|x| x == flag).unwrap();
-        a[i + 1] = value.to_str().unwrap().to_string();
+        a[i + 1] = value.to_string();
         a
     };
+    let with = |flag: &str, value: &Path| set(flag, value.to_str().unwrap());
     assert_fails(&with("--dataset", &empty), &["no images found", "empty"]);
     assert_fails(&with("--dataset", &s.path("nowhere")), &["nowhere", "not found"]);
     assert_fails(&with("--style", &s.path("missing.jpg")), &["missing.jpg"]);
@@ -350,7 +351,7 @@ fn bad_inputs_get_one_line_errors() {
     assert_fails(&with("--vgg", &s.path("junk.safetensors")), &["junk.safetensors"]);
 
     assert_fails(&args(&["--log-every", "0"]), &["--log-every"]);
-    assert_fails(&args(&["--device", "cuda:7"]), &["CUDA"]);
+    assert_fails(&set("--device", "cuda:7"), &["CUDA"]);
     assert_fails(&args(&["--precision", "fp16"]), &["CUDA"]);
 
     // A finished run is never overwritten by a new one, and resuming keeps the recipe.
