@@ -3,6 +3,7 @@
 use crate::fsutil;
 use anyhow::{anyhow, bail, Context, Result};
 use safetensors::tensor::{Dtype, SafeTensors, View};
+use safetensors::SafeTensorError;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -27,18 +28,43 @@ pub struct TensorFile {
 /// Reads every tensor of a safetensors file. Float16, bfloat16 and float64 become float32.
 pub fn read(path: &Path) -> Result<TensorFile> {
     let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    parse(&bytes).with_context(|| format!("{}: not a valid safetensors file", path.display()))
+    parse(&bytes).with_context(|| format!("{}", path.display()))
+}
+
+/// Why a file is not a readable safetensors file, naming the first tensor a truncated file
+/// lacks, so that a user knows a copy was cut short rather than that the format is wrong.
+fn damage(bytes: &[u8], err: SafeTensorError) -> anyhow::Error {
+    let header = bytes
+        .get(..8)
+        .and_then(|n| usize::try_from(u64::from_le_bytes(n.try_into().ok()?)).ok())
+        .and_then(|n| Some((n, bytes.get(8..8usize.checked_add(n)?)?)))
+        .and_then(|(n, h)| Some((n, serde_json::from_slice::<serde_json::Value>(h).ok()?)));
+    let Some((n, serde_json::Value::Object(entries))) = header else {
+        return anyhow!("not a safetensors file (no valid header)");
+    };
+    let available = bytes.len() - 8 - n;
+    let mut ends: Vec<(u64, &String)> = entries
+        .iter()
+        .filter_map(|(name, info)| Some((info["data_offsets"][1].as_u64()?, name)))
+        .collect();
+    ends.sort();
+    match ends.iter().find(|(end, _)| *end > available as u64) {
+        Some((end, name)) => {
+            anyhow!("truncated: tensor `{name}` needs {end} data bytes, the file holds {available}")
+        }
+        None => anyhow!("{err}"),
+    }
 }
 
 fn parse(bytes: &[u8]) -> Result<TensorFile> {
-    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| anyhow!("{e:?}"))?;
+    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| damage(bytes, e))?;
     let metadata = meta
         .metadata()
         .clone()
         .unwrap_or_default()
         .into_iter()
         .collect();
-    let st = SafeTensors::deserialize(bytes).map_err(|e| anyhow!("{e:?}"))?;
+    let st = SafeTensors::deserialize(bytes).map_err(|e| damage(bytes, e))?;
     let mut tensors = HashMap::new();
     for (name, view) in st.tensors() {
         let kind = match view.dtype() {

@@ -1,7 +1,9 @@
 //! The training photos: discovery, decoding, resizing and centre-cropping, shuffling per
 //! epoch, and batching in parallel ahead of the network (a bounded prefetch queue).
+use crate::imageio;
 use anyhow::{bail, Context, Result};
-use fast_image_resize::{images::Image, FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+use fast_image_resize::images::{Image, ImageRef};
+use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -14,24 +16,12 @@ use std::thread::JoinHandle;
 use tch::{Kind, Tensor};
 use walkdir::WalkDir;
 
-/// File extensions taken for images, lower case.
-pub const IMAGE_EXTENSIONS: [&str; 9] = [
-    "jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "jfif",
-];
-
-/// Whether a path names an image file, by its extension.
-pub fn is_image_path(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
-}
-
 /// The image files of a folder, walked recursively, in a fixed (sorted) order.
 pub fn find_images(root: &Path) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for entry in WalkDir::new(root).follow_links(true) {
         let entry = entry.with_context(|| format!("{}: cannot walk", root.display()))?;
-        if entry.file_type().is_file() && is_image_path(entry.path()) {
+        if entry.file_type().is_file() && imageio::has_image_extension(entry.path()) {
             files.push(entry.into_path());
         }
     }
@@ -53,11 +43,7 @@ impl Dataset {
         }
         let files = find_images(root)?;
         if files.is_empty() {
-            bail!(
-                "{}: no images found (looked for {})",
-                root.display(),
-                IMAGE_EXTENSIONS.join(", ")
-            );
+            bail!("{}: no images found", root.display());
         }
         Ok(Self { files })
     }
@@ -84,10 +70,7 @@ impl Dataset {
 
 /// Decodes an image file into 8-bit RGB, upright.
 pub fn decode_rgb(path: &Path) -> Result<image::RgbImage> {
-    let img = image::ImageReader::open(path)?
-        .with_guessed_format()?
-        .decode()?;
-    Ok(img.to_rgb8())
+    Ok(imageio::read(path)?.rgb)
 }
 
 /// Resizes so that the shorter side is `size` and crops the centre square, with a
@@ -97,7 +80,7 @@ pub fn square_crop(img: &image::RgbImage, size: u32, resizer: &mut Resizer) -> R
     if w == size && h == size {
         return Ok(img.as_raw().clone());
     }
-    let src = Image::from_vec_u8(w, h, img.as_raw().clone(), PixelType::U8x3)?;
+    let src = ImageRef::new(w, h, img.as_raw(), PixelType::U8x3)?;
     let mut dst = Image::new(size, size, PixelType::U8x3);
     let options = ResizeOptions::new()
         .resize_alg(ResizeAlg::Convolution(FilterType::Bilinear))
@@ -178,7 +161,8 @@ impl Loader {
                         .par_iter()
                         .map_init(Resizer::new, |resizer, &i| {
                             let path = &dataset.files[i];
-                            decode_rgb(path).and_then(|img| square_crop(&img, config.image_size, resizer))
+                            decode_rgb(path)
+                                .and_then(|img| square_crop(&img, config.image_size, resizer))
                         })
                         .collect();
                     for (k, result) in decoded.into_iter().enumerate() {
@@ -190,11 +174,19 @@ impl Loader {
                             }
                         }
                         let last_of_epoch = pos.index + k + 1 == order.len();
-                        if pending.len() == config.batch_size || (last_of_epoch && !pending.is_empty()) {
+                        if pending.len() == config.batch_size
+                            || (last_of_epoch && !pending.is_empty())
+                        {
                             let next = if last_of_epoch {
-                                Position { epoch: pos.epoch + 1, index: 0 }
+                                Position {
+                                    epoch: pos.epoch + 1,
+                                    index: 0,
+                                }
                             } else {
-                                Position { epoch: pos.epoch, index: pos.index + k + 1 }
+                                Position {
+                                    epoch: pos.epoch,
+                                    index: pos.index + k + 1,
+                                }
                             };
                             let batch = Batch {
                                 images: to_batch(&pending, config.image_size),
@@ -212,7 +204,10 @@ impl Loader {
                 }
                 // Undelivered photos belong to the epoch's last batch, sent above; a fully
                 // unreadable tail leaves only skips, which the next batch reports.
-                pos = Position { epoch: pos.epoch + 1, index: 0 };
+                pos = Position {
+                    epoch: pos.epoch + 1,
+                    index: 0,
+                };
                 if !sent && whole_epoch {
                     // Not one photo could be read: stop, so that the trainer reports it.
                     for (path, reason) in skipped {
@@ -256,13 +251,4 @@ fn to_batch(images: &[Vec<u8>], size: u32) -> Tensor {
         .permute([0, 3, 1, 2])
         .contiguous()
         .to_kind(Kind::Uint8)
-}
-
-/// Converts an 8-bit RGB image to a 1×3×H×W float tensor in 0…255.
-pub fn image_to_tensor(img: &image::RgbImage) -> Tensor {
-    let (w, h) = img.dimensions();
-    Tensor::from_slice(img.as_raw())
-        .view([1, h as i64, w as i64, 3])
-        .permute([0, 3, 1, 2])
-        .to_kind(Kind::Float)
 }

@@ -25,8 +25,8 @@ pub fn write_atomic_with(
 ) -> Result<()> {
     let tmp = temp_path(path);
     let result = (|| {
-        let mut file = fs::File::create(&tmp)
-            .with_context(|| format!("cannot create {}", tmp.display()))?;
+        let mut file =
+            fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
         write(&mut file).with_context(|| format!("cannot write {}", tmp.display()))?;
         file.sync_all()
             .with_context(|| format!("cannot sync {}", tmp.display()))?;

@@ -28,7 +28,9 @@ pub fn style_loss(y: &Features, style_grams: &[Tensor; 4], weight: f64) -> Tenso
             let gy = gram_matrix(f);
             (gy - g).square().mean(Kind::Float)
         })
-        .fold(Tensor::from(0f32).to_device(y.relu1_2.device()), |a, b| a + b)
+        .fold(Tensor::from(0f32).to_device(y.relu1_2.device()), |a, b| {
+            a + b
+        })
         * weight
 }
 
@@ -36,8 +38,12 @@ pub fn style_loss(y: &Features, style_grams: &[Tensor; 4], weight: f64) -> Tenso
 pub fn tv_loss(y: &Tensor, weight: f64) -> Tensor {
     let y = y.to_kind(Kind::Float);
     let (h, w) = (y.size()[2], y.size()[3]);
-    let dx = (y.narrow(3, 1, w - 1) - y.narrow(3, 0, w - 1)).abs().mean(Kind::Float);
-    let dy = (y.narrow(2, 1, h - 1) - y.narrow(2, 0, h - 1)).abs().mean(Kind::Float);
+    let dx = (y.narrow(3, 1, w - 1) - y.narrow(3, 0, w - 1))
+        .abs()
+        .mean(Kind::Float);
+    let dy = (y.narrow(2, 1, h - 1) - y.narrow(2, 0, h - 1))
+        .abs()
+        .mean(Kind::Float);
     (dx + dy) * weight
 }
 

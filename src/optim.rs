@@ -93,8 +93,14 @@ impl Adam {
         // float32 holds step counts exactly up to 2^24, far beyond any run.
         let mut out = vec![("adam.step".to_string(), Tensor::from(self.step as f32))];
         for (i, (name, _)) in self.params.iter().enumerate() {
-            out.push((format!("adam.exp_avg.{name}"), self.exp_avg[i].shallow_clone()));
-            out.push((format!("adam.exp_avg_sq.{name}"), self.exp_avg_sq[i].shallow_clone()));
+            out.push((
+                format!("adam.exp_avg.{name}"),
+                self.exp_avg[i].shallow_clone(),
+            ));
+            out.push((
+                format!("adam.exp_avg_sq.{name}"),
+                self.exp_avg_sq[i].shallow_clone(),
+            ));
         }
         out
     }

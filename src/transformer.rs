@@ -181,7 +181,8 @@ impl TransformerNet {
 /// Padding (right, bottom) that brings a side up to what the network needs.
 fn pad_for(side: i64) -> i64 {
     let aligned = side.max(TransformerNet::MIN_SIDE);
-    let aligned = (aligned + TransformerNet::ALIGN - 1) / TransformerNet::ALIGN * TransformerNet::ALIGN;
+    let aligned =
+        (aligned + TransformerNet::ALIGN - 1) / TransformerNet::ALIGN * TransformerNet::ALIGN;
     aligned - side
 }
 
@@ -210,7 +211,10 @@ mod tests {
     fn padding_reaches_a_multiple_of_four_at_least_eight() {
         for side in 1..40 {
             let p = pad_for(side);
-            assert!(p >= 0 && (side + p) % 4 == 0 && side + p >= 8, "side {side}");
+            assert!(
+                p >= 0 && (side + p) % 4 == 0 && side + p >= 8,
+                "side {side}"
+            );
             assert!(p < 8);
         }
         assert_eq!(pad_for(256), 0);

@@ -75,7 +75,12 @@ impl Vgg16 {
             .collect();
         checkpoint::read(path)?.load_into(&vs, path)?;
         vs.freeze();
-        let stat = |v: [f64; 3]| Tensor::from_slice(&v).to_kind(Kind::Float).view([1, 3, 1, 1]).to_device(device);
+        let stat = |v: [f64; 3]| {
+            Tensor::from_slice(&v)
+                .to_kind(Kind::Float)
+                .view([1, 3, 1, 1])
+                .to_device(device)
+        };
         Ok(Self {
             convs,
             mean: stat(MEAN),
@@ -93,8 +98,15 @@ impl Vgg16 {
     fn conv(&self, x: &Tensor, i: usize) -> Tensor {
         let (w, b) = &self.convs[i];
         let kind = x.kind();
-        x.conv2d(&w.to_kind(kind), Some(b.to_kind(kind)), [1, 1], [1, 1], [1, 1], 1)
-            .relu()
+        x.conv2d(
+            &w.to_kind(kind),
+            Some(b.to_kind(kind)),
+            [1, 1],
+            [1, 1],
+            [1, 1],
+            1,
+        )
+        .relu()
     }
 
     fn pool(x: Tensor) -> Tensor {

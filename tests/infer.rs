@@ -335,7 +335,7 @@ fn checkpoint_errors_are_one_line_naming_file_and_tensor() {
     let s = Setup::new(7);
     let text = s.path("text.safetensors");
     std::fs::write(&text, "this is not a safetensors file at all").unwrap();
-    checkpoint_error(&s, &text);
+    assert!(checkpoint_error(&s, &text).contains("not a safetensors file"));
 
     let missing_file = s.path("absent.safetensors");
     checkpoint_error(&s, &missing_file);
@@ -343,7 +343,9 @@ fn checkpoint_errors_are_one_line_naming_file_and_tensor() {
     let bytes = std::fs::read(&s.model).unwrap();
     let truncated = s.path("truncated.safetensors");
     std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
-    checkpoint_error(&s, &truncated);
+    let err = checkpoint_error(&s, &truncated);
+    // Names the first tensor whose data the cut-short file lacks.
+    assert!(err.contains("truncated: tensor `"), "{err}");
 
     let file = checkpoint::read(&s.model).unwrap();
     let mut tensors: Vec<(String, tch::Tensor)> = file

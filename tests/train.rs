@@ -122,7 +122,12 @@ fn losses(out: &Output, name: &str) -> Vec<f64> {
 }
 
 fn assert_ok(out: &Output) {
-    assert!(out.status.success(), "train failed:\n{}\n{}", stdout(out), stderr(out));
+    assert!(
+        out.status.success(),
+        "train failed:\n{}\n{}",
+        stdout(out),
+        stderr(out)
+    );
 }
 
 fn venv_python() -> Option<PathBuf> {
@@ -130,7 +135,10 @@ fn venv_python() -> Option<PathBuf> {
     if py.exists() {
         Some(py)
     } else {
-        eprintln!("skipped: {} is missing (run scripts/setup.sh)", py.display());
+        eprintln!(
+            "skipped: {} is missing (run scripts/setup.sh)",
+            py.display()
+        );
         None
     }
 }
@@ -138,7 +146,10 @@ fn venv_python() -> Option<PathBuf> {
 #[test]
 fn loss_falls_when_overfitting_one_photo() {
     let s = Setup::new(1, 32);
-    let out = train(&s.args("run", &["--iterations", "40", "--log-every", "5", "--lr", "1e-2"]));
+    let out = train(&s.args(
+        "run",
+        &["--iterations", "40", "--log-every", "5", "--lr", "1e-2"],
+    ));
     assert_ok(&out);
     let total = losses(&out, "total");
     assert_eq!(total.len(), 8, "{}", stdout(&out));
@@ -165,11 +176,24 @@ fn first_steps_match_pytorch_example() {
     tch::manual_seed(3);
     let vs = tch::nn::VarStore::new(tch::Device::Cpu);
     let _net = faststyle::transformer::TransformerNet::new(&vs.root());
-    checkpoint::save_model(&s.path("init.safetensors"), &vs, &Default::default(), Kind::Float).unwrap();
+    checkpoint::save_model(
+        &s.path("init.safetensors"),
+        &vs,
+        &Default::default(),
+        Kind::Float,
+    )
+    .unwrap();
     let steps = 4;
     let out = train(&s.args(
         "run",
-        &["--init", s.path("init.safetensors").to_str().unwrap(), "--iterations", "4", "--log-every", "1"],
+        &[
+            "--init",
+            s.path("init.safetensors").to_str().unwrap(),
+            "--iterations",
+            "4",
+            "--log-every",
+            "1",
+        ],
     ));
     assert_ok(&out);
     let reference = Command::new(py)
@@ -235,7 +259,11 @@ fn resume_repeats_the_uninterrupted_run() {
     let mut split = step_lines(&first);
     split.extend(step_lines(&second));
     assert_eq!(split.len(), 6);
-    assert_eq!(step_lines(&whole), split, "per-step losses differ after resuming");
+    assert_eq!(
+        step_lines(&whole),
+        split,
+        "per-step losses differ after resuming"
+    );
     // The weights end up the same too.
     let a = checkpoint::read(&s.path("whole/style.safetensors")).unwrap();
     let b = checkpoint::read(&s.path("split/style.safetensors")).unwrap();
@@ -260,21 +288,47 @@ fn interrupt_saves_and_prints_the_resume_command() {
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_secs(3));
-    let kill = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(kill.success());
     let sent = Instant::now();
     let out = child.wait_with_output().unwrap();
-    assert!(sent.elapsed() < Duration::from_secs(20), "took {:?} to stop", sent.elapsed());
+    assert!(
+        sent.elapsed() < Duration::from_secs(20),
+        "took {:?} to stop",
+        sent.elapsed()
+    );
     assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
-    assert!(stderr(&out).contains("resume with: train --resume"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("resume with: train --resume"),
+        "{}",
+        stderr(&out)
+    );
     let done = step_lines(&out).len() as u64;
     let file = checkpoint::read(&s.path("run/style.safetensors")).unwrap();
     assert_eq!(file.metadata["iterations"], done.to_string());
     // And the run goes on from there.
     let more = (done + 2).to_string();
-    let resumed = train(&["--resume", s.path("run").to_str().unwrap(), "--iterations", &more, "--log-every", "1", "--device", "cpu"].map(String::from));
+    let resumed = train(
+        &[
+            "--resume",
+            s.path("run").to_str().unwrap(),
+            "--iterations",
+            &more,
+            "--log-every",
+            "1",
+            "--device",
+            "cpu",
+        ]
+        .map(String::from),
+    );
     assert_ok(&resumed);
-    assert_eq!(step_lines(&resumed).keys().copied().collect::<Vec<_>>(), vec![done + 1, done + 2]);
+    assert_eq!(
+        step_lines(&resumed).keys().copied().collect::<Vec<_>>(),
+        vec![done + 1, done + 2]
+    );
 }
 
 #[test]
@@ -282,18 +336,34 @@ fn a_diverging_run_stops_and_keeps_the_last_good_checkpoint() {
     let s = Setup::new(1, 32);
     let out = train(&s.args(
         "run",
-        &["--iterations", "200", "--lr", "1e6", "--checkpoint-every", "1", "--log-every", "50"],
+        &[
+            "--iterations",
+            "200",
+            "--lr",
+            "1e6",
+            "--checkpoint-every",
+            "1",
+            "--log-every",
+            "50",
+        ],
     ));
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
     let err = stderr(&out);
     assert!(err.contains("NaN") || err.contains("infinite"), "{err}");
-    assert_eq!(err.lines().filter(|l| l.starts_with("error:")).count(), 1, "{err}");
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("error:")).count(),
+        1,
+        "{err}"
+    );
     // The checkpoint left behind holds finite weights only.
     let file = checkpoint::read(&s.path("run/style.safetensors")).unwrap();
     let saved: u64 = file.metadata["iterations"].parse().unwrap();
-    assert!(saved >= 1 && saved < 200);
+    assert!((1..200).contains(&saved));
     for (name, t) in &file.tensors {
-        assert!(bool::try_from(t.isfinite().all()).unwrap(), "{name} is not finite");
+        assert!(
+            bool::try_from(t.isfinite().all()).unwrap(),
+            "{name} is not finite"
+        );
     }
 }
 
@@ -306,8 +376,14 @@ fn unreadable_photos_are_skipped_and_counted() {
     assert_ok(&out);
     let err = stderr(&out);
     let warnings: Vec<_> = err.lines().filter(|l| l.starts_with("warning:")).collect();
-    assert!(!warnings.is_empty() && warnings.iter().all(|l| l.contains("broken.jpg")), "{err}");
-    assert!(err.contains("skipped") && !err.contains("notes.txt"), "{err}");
+    assert!(
+        !warnings.is_empty() && warnings.iter().all(|l| l.contains("broken.jpg")),
+        "{err}"
+    );
+    assert!(
+        err.contains("skipped") && !err.contains("notes.txt"),
+        "{err}"
+    );
 }
 
 /// Runs `train` expecting failure with exactly one `error:` line containing every `needle`.
@@ -337,18 +413,39 @@ fn bad_inputs_get_one_line_errors() {
     };
     let with = |flag: &str, value: &Path| set(flag, value.to_str().unwrap());
     assert_fails(&with("--dataset", &empty), &["no images found", "empty"]);
-    assert_fails(&with("--dataset", &s.path("nowhere")), &["nowhere", "not found"]);
+    assert_fails(
+        &with("--dataset", &s.path("nowhere")),
+        &["nowhere", "not found"],
+    );
     assert_fails(&with("--style", &s.path("missing.jpg")), &["missing.jpg"]);
-    assert_fails(&with("--vgg", &s.path("none.safetensors")), &["none.safetensors", "scripts/setup.sh"]);
+    assert_fails(
+        &with("--vgg", &s.path("none.safetensors")),
+        &["none.safetensors", "scripts/setup.sh"],
+    );
 
     // A VGG file with one tensor of the wrong shape names it.
     let mut file = checkpoint::read(&s.path("vgg.safetensors")).unwrap();
-    file.tensors.insert("features.5.weight".into(), Tensor::zeros([1, 2, 3, 3], (Kind::Float, tch::Device::Cpu)));
+    file.tensors.insert(
+        "features.5.weight".into(),
+        Tensor::zeros([1, 2, 3, 3], (Kind::Float, tch::Device::Cpu)),
+    );
     let tensors: Vec<_> = file.tensors.into_iter().collect();
-    checkpoint::write(&s.path("bad-vgg.safetensors"), &tensors, &Default::default(), Kind::Float).unwrap();
-    assert_fails(&with("--vgg", &s.path("bad-vgg.safetensors")), &["bad-vgg.safetensors", "features.5.weight"]);
+    checkpoint::write(
+        &s.path("bad-vgg.safetensors"),
+        &tensors,
+        &Default::default(),
+        Kind::Float,
+    )
+    .unwrap();
+    assert_fails(
+        &with("--vgg", &s.path("bad-vgg.safetensors")),
+        &["bad-vgg.safetensors", "features.5.weight"],
+    );
     std::fs::write(s.path("junk.safetensors"), b"junk").unwrap();
-    assert_fails(&with("--vgg", &s.path("junk.safetensors")), &["junk.safetensors"]);
+    assert_fails(
+        &with("--vgg", &s.path("junk.safetensors")),
+        &["junk.safetensors"],
+    );
 
     assert_fails(&args(&["--log-every", "0"]), &["--log-every"]);
     assert_fails(&set("--device", "cuda:7"), &["CUDA"]);
@@ -359,14 +456,27 @@ fn bad_inputs_get_one_line_errors() {
     assert_fails(&args(&[]), &["--resume"]);
     let resume = ["--resume", s.path("run").to_str().unwrap(), "--lr", "0.5"].map(String::from);
     assert_fails(&resume, &["--lr"]);
-    assert_fails(&["--resume", s.path("empty").to_str().unwrap()].map(String::from), &["no training state"]);
+    assert_fails(
+        &["--resume", s.path("empty").to_str().unwrap()].map(String::from),
+        &["no training state"],
+    );
 }
 
 #[test]
 fn tensorboard_reads_the_event_files() {
     let Some(py) = venv_python() else { return };
     let s = Setup::new(2, 32);
-    let out = train(&s.args("run", &["--iterations", "4", "--log-every", "2", "--image-every", "2"]));
+    let out = train(&s.args(
+        "run",
+        &[
+            "--iterations",
+            "4",
+            "--log-every",
+            "2",
+            "--image-every",
+            "2",
+        ],
+    ));
     assert_ok(&out);
     let script = r#"
 import json, sys
@@ -386,19 +496,41 @@ print(json.dumps(out))
     assert!(read.status.success(), "{}", stderr(&read));
     let json: serde_json::Value = serde_json::from_slice(&read.stdout).unwrap();
     let logged = losses(&out, "total");
-    for tag in ["loss/content", "loss/style", "loss/tv", "loss/total", "train/images_per_sec", "train/lr"] {
-        let points = json["scalars"][tag].as_array().unwrap_or_else(|| panic!("no {tag}: {json}"));
+    for tag in [
+        "loss/content",
+        "loss/style",
+        "loss/tv",
+        "loss/total",
+        "train/images_per_sec",
+        "train/lr",
+    ] {
+        let points = json["scalars"][tag]
+            .as_array()
+            .unwrap_or_else(|| panic!("no {tag}: {json}"));
         let steps: Vec<u64> = points.iter().map(|p| p[0].as_u64().unwrap()).collect();
         assert_eq!(steps, vec![2, 4], "{tag}");
     }
-    for (point, printed) in json["scalars"]["loss/total"].as_array().unwrap().iter().zip(&logged) {
+    for (point, printed) in json["scalars"]["loss/total"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(&logged)
+    {
         let v = point[1].as_f64().unwrap();
         assert!(((v - printed) / printed).abs() < 1e-6, "{v} vs {printed}");
     }
     let images = json["images"].as_object().unwrap();
     let stylized = images["samples/stylized/0"].as_array().unwrap();
-    assert_eq!(stylized.iter().map(|p| p[0].as_u64().unwrap()).collect::<Vec<_>>(), vec![2, 4]);
-    assert!(stylized.iter().all(|p| p[1] == 32 && p[2] == 32 && p[3].as_u64().unwrap() > 0));
+    assert_eq!(
+        stylized
+            .iter()
+            .map(|p| p[0].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        vec![2, 4]
+    );
+    assert!(stylized
+        .iter()
+        .all(|p| p[1] == 32 && p[2] == 32 && p[3].as_u64().unwrap() > 0));
     assert!(images.contains_key("samples/input/1") && images.contains_key("style"));
     assert!(s.path("run/logs/config.json").exists());
 }

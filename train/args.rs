@@ -130,8 +130,14 @@ impl Config {
             bail!("--name `{name}` must be a plain file name");
         }
         let config = Self {
-            out: args.out.clone().unwrap_or_else(|| PathBuf::from("checkpoints").join(&name)),
-            logdir: args.logdir.clone().unwrap_or_else(|| PathBuf::from("runs").join(&name)),
+            out: args
+                .out
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("checkpoints").join(&name)),
+            logdir: args
+                .logdir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("runs").join(&name)),
             dataset,
             style,
             vgg: args.vgg.clone(),

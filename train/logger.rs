@@ -76,7 +76,8 @@ impl Logger {
 
     /// Logs a square RGB image (HWC bytes) under `tag`.
     pub fn image(&mut self, tag: &str, hwc: &[u8], side: usize, step: u64) {
-        self.writer.add_image(tag, hwc, &[3, side, side], step as usize);
+        self.writer
+            .add_image(tag, hwc, &[3, side, side], step as usize);
         self.writer.flush();
     }
 

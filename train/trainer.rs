@@ -1,15 +1,16 @@
 //! The training run: set-up, the loop, checkpoints, logging, interruption and resume.
 use crate::args::{Args, Config};
-use crate::logger::{LossMeans, Logger};
+use crate::logger::{Logger, LossMeans};
 use anyhow::{bail, Context, Result};
 use faststyle::checkpoint::{self, ModelInfo, TrainState};
 use faststyle::data::{self, Dataset, Loader, LoaderConfig, Position};
 use faststyle::device::{self, Precision};
+use faststyle::fsutil;
+use faststyle::imageio;
 use faststyle::loss::{self, LossWeights};
 use faststyle::optim::Adam;
 use faststyle::transformer::TransformerNet;
 use faststyle::vgg::Vgg16;
-use faststyle::fsutil;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -43,7 +44,9 @@ impl RunFiles {
                 .with_context(|| format!("{}: cannot read folder", path.display()))?;
             let mut states = Vec::new();
             for entry in entries {
-                let p = entry.with_context(|| format!("{}: cannot read folder", path.display()))?.path();
+                let p = entry
+                    .with_context(|| format!("{}: cannot read folder", path.display()))?
+                    .path();
                 if p.to_string_lossy().ends_with(".state.safetensors") {
                     states.push(p);
                 }
@@ -54,14 +57,24 @@ impl RunFiles {
                     let stem = name.trim_end_matches(".state.safetensors");
                     Ok(Self::new(path, stem))
                 }
-                [] => bail!("{}: no training state (*.state.safetensors) to resume from", path.display()),
-                _ => bail!("{}: several training states; pass the style model file to resume", path.display()),
+                [] => bail!(
+                    "{}: no training state (*.state.safetensors) to resume from",
+                    path.display()
+                ),
+                _ => bail!(
+                    "{}: several training states; pass the style model file to resume",
+                    path.display()
+                ),
             }
         } else {
             let model = path.to_path_buf();
             let state = checkpoint::state_path(&model);
             if !state.exists() {
-                bail!("{}: no training state beside it ({} is missing)", path.display(), state.display());
+                bail!(
+                    "{}: no training state beside it ({} is missing)",
+                    path.display(),
+                    state.display()
+                );
             }
             Ok(Self { model, state })
         }
@@ -126,7 +139,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
     if let Some(state) = &resumed {
         adam.load_state(&state.tensors)
             .with_context(|| format!("{}: bad training state", files.state.display()))?;
-        pos = Position { epoch: state.epoch, index: state.index };
+        pos = Position {
+            epoch: state.epoch,
+            index: state.index,
+        };
     }
     let start_step = resumed.as_ref().map_or(0, |s| s.step);
     let mut step = start_step;
@@ -136,7 +152,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
         .unwrap_or_else(|| config.epochs.unwrap_or(1) * batches_per_epoch);
 
     let mut logger = Logger::new(&config.logdir, total, start_step)?;
-    let config_json = serde_json::to_string_pretty(&config).context("cannot serialise configuration")?;
+    let config_json =
+        serde_json::to_string_pretty(&config).context("cannot serialise configuration")?;
     fsutil::write_atomic(&config.logdir.join("config.json"), config_json.as_bytes())?;
     logger.say(&format!(
         "training `{}` on {} photos from {} on {} ({precision}), {} iterations{}",
@@ -145,17 +162,20 @@ pub fn run(args: Args) -> Result<ExitCode> {
         config.dataset.display(),
         device::describe(device),
         total,
-        if start_step > 0 { format!(", resuming at {start_step}") } else { String::new() }
+        if start_step > 0 {
+            format!(", resuming at {start_step}")
+        } else {
+            String::new()
+        }
     ));
 
     let samples = sample_batch(&dataset, &config, &mut logger)?.to_device(device);
     if start_step == 0 {
         log_samples(&mut logger, &samples, "samples/input", 0);
         let s = config.image_size;
-        let img = image_from_tensor(&style);
-        if let Ok(bytes) = data::square_crop(&img, s, &mut fast_image_resize::Resizer::new()) {
-            logger.image("style", &bytes, s as usize, 0);
-        }
+        let img = imageio::from_tensor(&style)?;
+        let bytes = data::square_crop(&img, s, &mut fast_image_resize::Resizer::new())?;
+        logger.image("style", &bytes, s as usize, 0);
     }
 
     let loader_config = LoaderConfig {
@@ -165,9 +185,18 @@ pub fn run(args: Args) -> Result<ExitCode> {
         prefetch: 4,
     };
     let mut loader = Loader::start(dataset.clone(), loader_config, pos);
-    let weights = LossWeights { content: config.content_weight, style: config.style_weight, tv: config.tv_weight };
+    let weights = LossWeights {
+        content: config.content_weight,
+        style: config.style_weight,
+        tv: config.tv_weight,
+    };
     let info = |step| ModelInfo {
-        style: config.style.file_name().unwrap_or_default().to_string_lossy().into_owned(),
+        style: config
+            .style
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned(),
         iterations: step,
         content_weight: config.content_weight,
         style_weight: config.style_weight,
@@ -200,16 +229,20 @@ pub fn run(args: Args) -> Result<ExitCode> {
         if interrupted.load(Ordering::SeqCst) {
             break;
         }
-        let batch = loader.next_batch().with_context(|| {
-            format!("{}: no photo could be read", config.dataset.display())
-        })?;
+        let batch = loader
+            .next_batch()
+            .with_context(|| format!("{}: no photo could be read", config.dataset.display()))?;
         for (path, reason) in &batch.skipped {
             logger.say(&format!("warning: {}: skipped: {reason}", path.display()));
         }
         skipped += batch.skipped.len();
         let x = batch.images.to_device(device).to_kind(Kind::Float);
         let losses = {
-            let input = if precision == Precision::Fp32 { x.shallow_clone() } else { x.to_kind(precision.kind()) };
+            let input = if precision == Precision::Fp32 {
+                x.shallow_clone()
+            } else {
+                x.to_kind(precision.kind())
+            };
             let y = net.forward(&input);
             loss::perceptual_losses(&vgg, &input, &y, &style_grams, weights)
         };
@@ -220,9 +253,20 @@ pub fn run(args: Args) -> Result<ExitCode> {
             adam.step();
         }
         step += 1;
-        let epoch = if batch.next.index == 0 { batch.next.epoch - 1 } else { batch.next.epoch };
+        let epoch = if batch.next.index == 0 {
+            batch.next.epoch - 1
+        } else {
+            batch.next.epoch
+        };
         pos = batch.next;
-        let _ = sums.g_add_(&Tensor::stack(&[&losses.content, &losses.style, &losses.tv, &losses.total], 0).detach().to_kind(Kind::Float));
+        let _ = sums.g_add_(
+            &Tensor::stack(
+                &[&losses.content, &losses.style, &losses.tv, &losses.total],
+                0,
+            )
+            .detach()
+            .to_kind(Kind::Float),
+        );
         since_log += 1;
         images_since_log += x.size()[0] as u64;
         logger.bar.set_position(step);
@@ -230,8 +274,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
         let last = done(step, pos) || interrupted.load(Ordering::SeqCst);
         let checkpoint_due = step % config.checkpoint_every == 0 || last;
         if step % config.log_every == 0 || last || checkpoint_due {
-            let v = Vec::<f64>::try_from(&(&sums / since_log as f64).to_kind(Kind::Double).to_device(Device::Cpu))
-                .context("cannot read losses")?;
+            let v = Vec::<f64>::try_from(
+                &(&sums / since_log as f64)
+                    .to_kind(Kind::Double)
+                    .to_device(Device::Cpu),
+            )
+            .context("cannot read losses")?;
             if v.iter().any(|l| !l.is_finite()) {
                 bail!(
                     "the loss became {} by step {step}; stopped without saving (the last good checkpoint, if any, is {}). Try a lower --lr or other loss weights",
@@ -241,7 +289,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
             }
             if step % config.log_every == 0 || last {
                 let rate = images_since_log as f64 / log_clock.elapsed().as_secs_f64().max(1e-9);
-                let means = LossMeans { content: v[0], style: v[1], tv: v[2], total: v[3] };
+                let means = LossMeans {
+                    content: v[0],
+                    style: v[1],
+                    tv: v[2],
+                    total: v[3],
+                };
                 logger.losses(step, epoch, means, rate, config.lr);
                 let _ = sums.zero_();
                 since_log = 0;
@@ -291,12 +344,15 @@ fn load_style(config: &Config) -> Result<Tensor> {
         Some(size) => {
             let (w, h) = img.dimensions();
             let scale = size as f64 / w.min(h) as f64;
-            let (nw, nh) = (((w as f64 * scale).round() as u32).max(1), ((h as f64 * scale).round() as u32).max(1));
+            let (nw, nh) = (
+                ((w as f64 * scale).round() as u32).max(1),
+                ((h as f64 * scale).round() as u32).max(1),
+            );
             image::imageops::resize(&img, nw, nh, image::imageops::FilterType::Triangle)
         }
         None => img,
     };
-    Ok(data::image_to_tensor(&img))
+    Ok(imageio::to_tensor(&img))
 }
 
 /// The first few readable photos of the dataset, as training crops, for sample images.
@@ -341,16 +397,6 @@ fn log_samples(logger: &mut Logger, batch: &Tensor, tag: &str, step: u64) {
     }
 }
 
-/// A 1×3×H×W float tensor back to an RGB image (for logging the style image).
-fn image_from_tensor(t: &Tensor) -> image::RgbImage {
-    let (h, w) = (t.size()[2], t.size()[3]);
-    let hwc = t.get(0).clamp(0.0, 255.0).round().to_kind(Kind::Uint8).permute([1, 2, 0]).contiguous().to_device(Device::Cpu);
-    let n = hwc.numel();
-    let mut bytes = vec![0u8; n];
-    hwc.copy_data_u8(&mut bytes, n);
-    image::RgbImage::from_raw(w as u32, h as u32, bytes).unwrap_or_default()
-}
-
 /// Dynamic loss scaling for fp16 (as torch's GradScaler); a no-op in other precisions.
 struct LossScaler {
     scale: f64,
@@ -360,7 +406,11 @@ struct LossScaler {
 
 impl LossScaler {
     fn new(precision: Precision) -> Self {
-        Self { scale: 65536.0, enabled: precision == Precision::Fp16, good_steps: 0 }
+        Self {
+            scale: 65536.0,
+            enabled: precision == Precision::Fp16,
+            good_steps: 0,
+        }
     }
 
     fn backward(&self, loss: &Tensor) {
