@@ -221,6 +221,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let mut log_clock = Instant::now();
     let mut skipped = 0usize;
     let started = Instant::now();
+    let mut saved_at = start_step;
     let done = |step: u64, pos: Position| match config.iterations {
         Some(n) => step >= n,
         None => pos.epoch >= config.epochs.unwrap_or(1),
@@ -308,6 +309,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         }
         if checkpoint_due {
             save(&adam, step, pos)?;
+            saved_at = step;
         }
     }
     drop(loader);
@@ -316,15 +318,20 @@ pub fn run(args: Args) -> Result<ExitCode> {
         eprintln!("skipped {skipped} unreadable photo(s)");
     }
     if interrupted.load(Ordering::SeqCst) {
-        if step > start_step {
+        if step > saved_at {
             save(&adam, step, pos)?;
         }
-        eprintln!(
-            "interrupted at iteration {}; saved {}\nresume with: train --resume {}",
-            step,
-            files.model.display(),
-            config.out.display()
-        );
+        if step == start_step {
+            eprintln!("interrupted before the first iteration; nothing new to save");
+        } else {
+            eprintln!(
+                "interrupted at iteration {step}; saved {}",
+                files.model.display()
+            );
+        }
+        if files.state.exists() {
+            eprintln!("resume with: train --resume {}", config.out.display());
+        }
         return Ok(ExitCode::from(130));
     }
     eprintln!(
