@@ -2,7 +2,7 @@
 use anyhow::{bail, Result};
 use std::fmt;
 use std::str::FromStr;
-use tch::{Device, Kind};
+use tch::{nn, Device, Kind, Tensor};
 
 /// What the user asked for with `--device`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -121,4 +121,23 @@ pub fn describe(device: Device) -> String {
         Device::Cuda(n) => format!("cuda:{n}"),
         other => format!("{other:?}"),
     }
+}
+
+/// The same values laid out channels-last (NHWC strides, NCHW shape). Training runs its
+/// convolutions this way: on the CPU, oneDNN's training step is about 15% faster (measured at
+/// 128², batch 4); inference is not (its forward pass measured slower), so `infer` keeps NCHW.
+pub fn channels_last(t: &Tensor) -> Tensor {
+    t.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
+}
+
+/// Re-lays every 4-D variable of a var store channels-last, in place (values unchanged).
+pub fn vars_channels_last(vs: &nn::VarStore) {
+    tch::no_grad(|| {
+        for (_, mut var) in vs.variables() {
+            if var.dim() == 4 {
+                let relaid = channels_last(&var);
+                var.set_data(&relaid);
+            }
+        }
+    });
 }

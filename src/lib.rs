@@ -10,6 +10,7 @@ pub mod imageio;
 pub mod loss;
 pub mod optim;
 pub mod progress;
+pub mod training;
 pub mod transformer;
 pub mod vgg;
 

@@ -44,11 +44,16 @@ impl Adam {
     }
 
     /// Whether every gradient is finite (used to skip steps under fp16 loss scaling).
+    /// One check on the device and one read-back, not one per parameter.
     pub fn grads_finite(&self) -> bool {
-        self.params.iter().all(|(_, p)| {
-            let g = p.grad();
-            !g.defined() || g.isfinite().all().int64_value(&[]) != 0
-        })
+        let flags: Vec<Tensor> = self
+            .params
+            .iter()
+            .map(|(_, p)| p.grad())
+            .filter(|g| g.defined())
+            .map(|g| g.isfinite().all())
+            .collect();
+        flags.is_empty() || Tensor::stack(&flags, 0).all().int64_value(&[]) != 0
     }
 
     /// Multiplies every gradient by `factor` (to undo a loss scale).

@@ -1,5 +1,5 @@
 //! The frozen VGG16 loss network (torchvision's `features` up to relu4_3) and its weights.
-use crate::checkpoint;
+use crate::{checkpoint, device};
 use anyhow::{bail, Result};
 use std::path::Path;
 use tch::{nn, Device, Kind, Tensor};
@@ -75,6 +75,8 @@ impl Vgg16 {
             .collect();
         checkpoint::read(path)?.load_into(&vs, path)?;
         vs.freeze();
+        // Only training uses the loss network, and it runs channels-last.
+        device::vars_channels_last(&vs);
         let stat = |v: [f64; 3]| {
             Tensor::from_slice(&v)
                 .to_kind(Kind::Float)

@@ -4,11 +4,12 @@ use crate::logger::{Logger, LossMeans};
 use anyhow::{bail, Context, Result};
 use faststyle::checkpoint::{self, ModelInfo, TrainState};
 use faststyle::data::{self, Dataset, Loader, LoaderConfig, Position};
-use faststyle::device::{self, Precision};
+use faststyle::device;
 use faststyle::fsutil;
 use faststyle::imageio;
 use faststyle::loss::{self, LossWeights};
 use faststyle::optim::Adam;
+use faststyle::training::{LossScaler, Step};
 use faststyle::transformer::TransformerNet;
 use faststyle::vgg::Vgg16;
 use std::path::{Path, PathBuf};
@@ -127,6 +128,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         }
         (None, None) => {}
     }
+    device::vars_channels_last(&vs);
     let vgg = Vgg16::load(&config.vgg, device)?;
     let dataset = Arc::new(Dataset::open(&config.dataset)?);
     let style = load_style(&config)?.to_device(device);
@@ -215,6 +217,14 @@ pub fn run(args: Args) -> Result<ExitCode> {
     };
 
     let mut scaler = LossScaler::new(precision);
+    let stepper = Step {
+        net: &net,
+        vgg: &vgg,
+        style_grams: &style_grams,
+        weights,
+        precision,
+        device,
+    };
     let mut sums = Tensor::zeros([4], (Kind::Float, device));
     let mut since_log = 0u64;
     let mut images_since_log = 0u64;
@@ -237,22 +247,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             logger.say(&format!("warning: {}: skipped: {reason}", path.display()));
         }
         skipped += batch.skipped.len();
-        let x = batch.images.to_device(device).to_kind(Kind::Float);
-        let losses = {
-            let input = if precision == Precision::Fp32 {
-                x.shallow_clone()
-            } else {
-                x.to_kind(precision.kind())
-            };
-            let y = net.forward(&input);
-            loss::perceptual_losses(&vgg, &input, &y, &style_grams, weights)
-        };
-        adam.zero_grad();
-        scaler.backward(&losses.total);
-        // An fp16 overflow skips the update, as torch's GradScaler does.
-        if scaler.unscale_and_check(&mut adam) {
-            adam.step();
-        }
+        let losses = stepper.run(&batch.images, &mut adam, &mut scaler);
         step += 1;
         let epoch = if batch.next.index == 0 {
             batch.next.epoch - 1
@@ -269,7 +264,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             .to_kind(Kind::Float),
         );
         since_log += 1;
-        images_since_log += x.size()[0] as u64;
+        images_since_log += batch.images.size()[0] as u64;
         logger.bar.set_position(step);
 
         let last = done(step, pos) || interrupted.load(Ordering::SeqCst);
@@ -401,50 +396,5 @@ fn log_samples(logger: &mut Logger, batch: &Tensor, tag: &str, step: u64) {
         let mut bytes = vec![0u8; n];
         img.copy_data_u8(&mut bytes, n);
         logger.image(&format!("{tag}/{i}"), &bytes, side, step);
-    }
-}
-
-/// Dynamic loss scaling for fp16 (as torch's GradScaler); a no-op in other precisions.
-struct LossScaler {
-    scale: f64,
-    enabled: bool,
-    good_steps: u32,
-}
-
-impl LossScaler {
-    fn new(precision: Precision) -> Self {
-        Self {
-            scale: 65536.0,
-            enabled: precision == Precision::Fp16,
-            good_steps: 0,
-        }
-    }
-
-    fn backward(&self, loss: &Tensor) {
-        if self.enabled {
-            (loss * self.scale).backward();
-        } else {
-            loss.backward();
-        }
-    }
-
-    /// Unscales the gradients; false when they overflowed (the step must be skipped).
-    fn unscale_and_check(&mut self, adam: &mut Adam) -> bool {
-        if !self.enabled {
-            return true;
-        }
-        adam.scale_grads(1.0 / self.scale);
-        if adam.grads_finite() {
-            self.good_steps += 1;
-            if self.good_steps == 2000 {
-                self.scale *= 2.0;
-                self.good_steps = 0;
-            }
-            true
-        } else {
-            self.scale /= 2.0;
-            self.good_steps = 0;
-            false
-        }
     }
 }
