@@ -185,19 +185,9 @@ if want loader; then
         | tee "$RESULTS/loader_faststyle.jsonl" >&2
     for mode in faithful tuned; do
         say "data loading 256², batch 4: PyTorch $mode"
-        "$PY" - "$dataset" "$mode" "$TORCH_WORKERS" "$LOADER_BATCHES" cpu <<'EOF' | tee -a "$RESULTS/loader_torch.jsonl" >&2
-# bench_torch_train.py's own loader measurement (bench_data), without its training part.
-import argparse, json, sys
-import torch
-sys.path.insert(0, "scripts")
-import bench_torch_train as b
-dataset, mode, workers, batches, device = sys.argv[1:6]
-a = argparse.Namespace(dataset=dataset, mode=mode, workers=int(workers) if mode == "tuned" else 0,
-                       image_size=256, batch_size=4, seed=42, warmup=2, iterations=int(batches))
-ips = b.bench_data(a, torch.device(device))
-print(json.dumps({"bench": "loader", "impl": "pytorch-" + mode, "image_size": 256, "batch_size": 4,
-                  "batches": a.iterations, "workers": a.workers, "images_per_s": ips}))
-EOF
+        "$PY" scripts/bench_torch_train.py --loader-only --dataset "$dataset" --mode "$mode" \
+            --workers "$TORCH_WORKERS" --iterations "$LOADER_BATCHES" --warmup 2 --image-size 256 \
+            --batch-size 4 --device cpu | tee -a "$RESULTS/loader_torch.jsonl" >&2
     done
 fi
 

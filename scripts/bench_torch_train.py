@@ -227,8 +227,10 @@ def main():
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog=__doc__.split("\n\n", 1)[1])
     ap.add_argument("--dataset", required=True)
-    ap.add_argument("--vgg", required=True)
-    ap.add_argument("--style", required=True)
+    ap.add_argument("--vgg", help="VGG16 safetensors (not needed with --loader-only)")
+    ap.add_argument("--style", help="style image (not needed with --loader-only)")
+    ap.add_argument("--loader-only", action="store_true",
+                    help="time the data loading alone and print it as one JSON line")
     ap.add_argument("--mode", choices=["faithful", "tuned"], default="faithful")
     ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     ap.add_argument("--batch-size", type=int, default=4)
@@ -247,6 +249,15 @@ def main():
     if a.threads:
         torch.set_num_threads(a.threads)
     device = torch.device(a.device)
+    if a.loader_only:
+        a.workers = a.workers if a.mode == "tuned" else 0
+        ips = bench_data(a, device)
+        print(json.dumps({"bench": "loader", "impl": "pytorch-" + a.mode,
+                          "image_size": a.image_size, "batch_size": a.batch_size,
+                          "batches": a.iterations, "workers": a.workers, "images_per_s": ips}))
+        return
+    if not (a.vgg and a.style):
+        ap.error("--vgg and --style are required (except with --loader-only)")
 
     data_ips = bench_data(a, device)
     print(f"data loading alone: {data_ips:.1f} images/s", flush=True)
