@@ -30,7 +30,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde_json::{json, Value};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 use tch::nn::{Module, VarStore};
@@ -375,23 +375,6 @@ fn loader(a: &LoaderArgs) -> Result<()> {
     Ok(())
 }
 
-/// The style image as `train` loads it: decoded, resized only when --style-size asks.
-fn load_style(path: &Path, style_size: Option<u32>) -> Result<Tensor> {
-    let img = data::decode_rgb(path)
-        .with_context(|| format!("{}: cannot read style image", path.display()))?;
-    let img = match style_size {
-        Some(size) => {
-            let (w, h) = img.dimensions();
-            let scale = size as f64 / w.min(h) as f64;
-            let nw = ((w as f64 * scale).round() as u32).max(1);
-            let nh = ((h as f64 * scale).round() as u32).max(1);
-            image::imageops::resize(&img, nw, nh, image::imageops::FilterType::Triangle)
-        }
-        None => img,
-    };
-    Ok(faststyle::imageio::to_tensor(&img))
-}
-
 fn losses_json(v: &[f64]) -> Value {
     json!({"content": v[0], "style": v[1], "tv": v[2], "total": v[3]})
 }
@@ -412,7 +395,7 @@ fn train_step(a: &TrainStepArgs) -> Result<()> {
     let vgg = Vgg16::load(&a.vgg, device)?;
     let dataset = Arc::new(Dataset::open(&a.dataset)?);
     let files = dataset.len();
-    let style = load_style(&a.style, a.style_size)?.to_device(device);
+    let style = data::load_style(&a.style, a.style_size)?.to_device(device);
     let style_grams = loss::style_targets(&vgg, &style);
     let mut adam = Adam::new(checkpoint::variables(&vs), a.lr);
     let config = LoaderConfig {

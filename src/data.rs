@@ -252,3 +252,25 @@ fn to_batch(images: &[Vec<u8>], size: u32) -> Tensor {
         .contiguous()
         .to_kind(Kind::Uint8)
 }
+
+/// The style image as a 1×3×H×W float tensor in 0…255, its shorter side resized to
+/// `shorter_side` when given (keeping the aspect ratio, unlike the example's square resize).
+pub fn load_style(path: &Path, shorter_side: Option<u32>) -> Result<Tensor> {
+    let img =
+        decode_rgb(path).with_context(|| format!("{}: cannot read style image", path.display()))?;
+    let img = match shorter_side {
+        Some(size) => {
+            let (w, h) = img.dimensions();
+            let scale = f64::from(size) / f64::from(w.min(h));
+            let side = |s: u32| ((f64::from(s) * scale).round() as u32).max(1);
+            image::imageops::resize(
+                &img,
+                side(w),
+                side(h),
+                image::imageops::FilterType::Triangle,
+            )
+        }
+        None => img,
+    };
+    Ok(imageio::to_tensor(&img))
+}

@@ -131,7 +131,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     device::vars_channels_last(&vs);
     let vgg = Vgg16::load(&config.vgg, device)?;
     let dataset = Arc::new(Dataset::open(&config.dataset)?);
-    let style = load_style(&config)?.to_device(device);
+    let style = data::load_style(&config.style, config.style_size)?.to_device(device);
     let style_grams = loss::style_targets(&vgg, &style);
 
     std::fs::create_dir_all(&config.out)
@@ -336,25 +336,6 @@ pub fn run(args: Args) -> Result<ExitCode> {
         started.elapsed().as_secs_f64()
     );
     Ok(ExitCode::SUCCESS)
-}
-
-/// The style image as a 1×3×H×W float tensor, resized when `--style-size` asks.
-fn load_style(config: &Config) -> Result<Tensor> {
-    let img = data::decode_rgb(&config.style)
-        .with_context(|| format!("{}: cannot read style image", config.style.display()))?;
-    let img = match config.style_size {
-        Some(size) => {
-            let (w, h) = img.dimensions();
-            let scale = size as f64 / w.min(h) as f64;
-            let (nw, nh) = (
-                ((w as f64 * scale).round() as u32).max(1),
-                ((h as f64 * scale).round() as u32).max(1),
-            );
-            image::imageops::resize(&img, nw, nh, image::imageops::FilterType::Triangle)
-        }
-        None => img,
-    };
-    Ok(imageio::to_tensor(&img))
 }
 
 /// The first few readable photos of the dataset, as training crops, for sample images.
