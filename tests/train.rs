@@ -372,18 +372,15 @@ fn unreadable_photos_are_skipped_and_counted() {
     let s = Setup::new(2, 32);
     std::fs::write(s.path("photos/broken.jpg"), b"not a jpeg at all").unwrap();
     std::fs::write(s.path("photos/notes.txt"), b"ignored: not an image").unwrap();
+    // Three epochs: the broken photo is met three times and reported once.
     let out = train(&s.args("run", &["--iterations", "3", "--log-every", "1"]));
     assert_ok(&out);
     let err = stderr(&out);
     let warnings: Vec<_> = err.lines().filter(|l| l.starts_with("warning:")).collect();
-    assert!(
-        !warnings.is_empty() && warnings.iter().all(|l| l.contains("broken.jpg")),
-        "{err}"
-    );
-    assert!(
-        err.contains("skipped") && !err.contains("notes.txt"),
-        "{err}"
-    );
+    assert_eq!(warnings.len(), 1, "{err}");
+    assert!(warnings[0].contains("broken.jpg"), "{err}");
+    assert!(err.contains("skipped 1 unreadable photo"), "{err}");
+    assert!(!err.contains("notes.txt"), "{err}");
 }
 
 /// Runs `train` expecting failure with exactly one `error:` line containing every `needle`.

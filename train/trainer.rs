@@ -171,7 +171,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         }
     ));
 
-    let samples = sample_batch(&dataset, &config, &mut logger)?.to_device(device);
+    let samples = sample_batch(&dataset, &config)?.to_device(device);
     if start_step == 0 {
         log_samples(&mut logger, &samples, "samples/input", 0);
         let s = config.image_size;
@@ -229,7 +229,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let mut since_log = 0u64;
     let mut images_since_log = 0u64;
     let mut log_clock = Instant::now();
-    let mut skipped = 0usize;
+    // Each unreadable photo is reported once, though every epoch meets it again.
+    let mut skipped = std::collections::HashSet::new();
     let started = Instant::now();
     let mut saved_at = start_step;
     let done = |step: u64, pos: Position| match config.iterations {
@@ -243,10 +244,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
         let batch = loader
             .next_batch()
             .with_context(|| format!("{}: no photo could be read", config.dataset.display()))?;
-        for (path, reason) in &batch.skipped {
-            logger.say(&format!("warning: {}: skipped: {reason}", path.display()));
+        for (path, reason) in batch.skipped {
+            if !skipped.contains(&path) {
+                logger.say(&format!("warning: {}: skipped: {reason}", path.display()));
+                skipped.insert(path);
+            }
         }
-        skipped += batch.skipped.len();
         let losses = stepper.run(&batch.images, &mut adam, &mut scaler);
         step += 1;
         let epoch = if batch.next.index == 0 {
@@ -309,8 +312,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
     }
     drop(loader);
     logger.bar.finish_and_clear();
-    if skipped > 0 {
-        eprintln!("skipped {skipped} unreadable photo(s)");
+    if !skipped.is_empty() {
+        eprintln!("skipped {} unreadable photo(s)", skipped.len());
     }
     if interrupted.load(Ordering::SeqCst) {
         if step > saved_at {
@@ -339,7 +342,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
 }
 
 /// The first few readable photos of the dataset, as training crops, for sample images.
-fn sample_batch(dataset: &Dataset, config: &Config, logger: &mut Logger) -> Result<Tensor> {
+fn sample_batch(dataset: &Dataset, config: &Config) -> Result<Tensor> {
     let mut crops = Vec::new();
     for path in &dataset.files {
         if crops.len() == SAMPLES {
@@ -347,7 +350,8 @@ fn sample_batch(dataset: &Dataset, config: &Config, logger: &mut Logger) -> Resu
         }
         match data::load_photo(path, config.image_size) {
             Ok(pixels) => crops.push(pixels),
-            Err(e) => logger.say(&format!("warning: {}: skipped: {e:#}", path.display())),
+            // The loader meets it too, and reports it once.
+            Err(_) => continue,
         }
     }
     if crops.is_empty() {
