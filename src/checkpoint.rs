@@ -87,27 +87,29 @@ impl TensorFile {
     /// Copies the tensors into every variable of `vs`, by name; a missing or misshaped tensor
     /// is an error naming it. Extra tensors in the file are ignored.
     pub fn load_into(&self, vs: &nn::VarStore, path: &Path) -> Result<()> {
-        let mut names: Vec<_> = vs.variables().into_iter().collect();
-        names.sort_by(|a, b| a.0.cmp(&b.0));
-        tch::no_grad(|| {
-            for (name, mut var) in names {
-                let src = self
-                    .tensors
-                    .get(&name)
-                    .ok_or_else(|| anyhow!("{}: missing tensor `{name}`", path.display()))?;
-                if src.size() != var.size() {
-                    bail!(
-                        "{}: tensor `{name}` has shape {:?}, expected {:?}",
-                        path.display(),
-                        src.size(),
-                        var.size()
-                    );
-                }
-                var.copy_(src);
-            }
-            Ok(())
-        })
+        for (name, mut var) in variables(vs) {
+            copy_named(&self.tensors, &name, &mut var)
+                .with_context(|| path.display().to_string())?;
+        }
+        Ok(())
     }
+}
+
+/// Copies `tensors[name]` into `dst` (no gradient recorded); a missing or misshaped tensor
+/// is an error naming it.
+pub fn copy_named(tensors: &HashMap<String, Tensor>, name: &str, dst: &mut Tensor) -> Result<()> {
+    let src = tensors
+        .get(name)
+        .ok_or_else(|| anyhow!("missing tensor `{name}`"))?;
+    if src.size() != dst.size() {
+        bail!(
+            "tensor `{name}` has shape {:?}, expected {:?}",
+            src.size(),
+            dst.size()
+        );
+    }
+    tch::no_grad(|| dst.copy_(src));
+    Ok(())
 }
 
 /// One tensor's bytes ready for serialisation.

@@ -1,5 +1,6 @@
 //! Adam, written out so that its moments can be saved and a run resumed exactly
 //! (tch's optimizer keeps its state out of reach). Same update as `torch.optim.Adam`.
+use crate::checkpoint;
 use anyhow::{anyhow, Result};
 use std::collections::HashMap;
 use tch::{Kind, Tensor};
@@ -116,24 +117,14 @@ impl Adam {
             .get("adam.step")
             .ok_or_else(|| anyhow!("missing tensor `adam.step`"))?
             .double_value(&[]);
-        tch::no_grad(|| {
-            for (i, (name, _)) in self.params.iter().enumerate() {
-                for (prefix, dst) in [
-                    ("adam.exp_avg.", &mut self.exp_avg[i]),
-                    ("adam.exp_avg_sq.", &mut self.exp_avg_sq[i]),
-                ] {
-                    let key = format!("{prefix}{name}");
-                    let src = tensors
-                        .get(&key)
-                        .ok_or_else(|| anyhow!("missing tensor `{key}`"))?;
-                    if src.size() != dst.size() {
-                        return Err(anyhow!("tensor `{key}` has the wrong shape"));
-                    }
-                    dst.copy_(src);
-                }
+        for (i, (name, _)) in self.params.iter().enumerate() {
+            for (prefix, dst) in [
+                ("adam.exp_avg.", &mut self.exp_avg[i]),
+                ("adam.exp_avg_sq.", &mut self.exp_avg_sq[i]),
+            ] {
+                checkpoint::copy_named(tensors, &format!("{prefix}{name}"), dst)?;
             }
-            Ok(())
-        })?;
+        }
         self.step = step as u64;
         Ok(())
     }
