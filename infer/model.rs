@@ -7,7 +7,7 @@ use faststyle::transformer::TransformerNet;
 use image::RgbImage;
 use std::path::Path;
 use tch::nn::{Module, VarStore};
-use tch::{Device, Kind};
+use tch::{Device, Kind, Tensor};
 
 /// A transformer network with a style model's weights, on its device, in its precision.
 pub struct Stylizer {
@@ -43,5 +43,27 @@ impl Stylizer {
             .to_kind(self.kind);
         let y = tch::no_grad(|| self.net.forward(&x));
         imageio::from_tensor(&y)
+    }
+
+    /// Stylizes pictures of one size in one pass through the network (a batch).
+    pub fn stylize_batch(&self, pictures: &[&RgbImage]) -> Result<Vec<RgbImage>> {
+        let x = Tensor::cat(
+            &pictures
+                .iter()
+                .map(|rgb| imageio::to_tensor(rgb))
+                .collect::<Vec<_>>(),
+            0,
+        )
+        .to_device(self.device)
+        .to_kind(self.kind);
+        let y = tch::no_grad(|| self.net.forward(&x));
+        (0..pictures.len() as i64)
+            .map(|i| imageio::from_tensor(&y.get(i)))
+            .collect()
+    }
+
+    /// The device the network runs on.
+    pub fn device(&self) -> Device {
+        self.device
     }
 }
