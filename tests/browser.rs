@@ -215,6 +215,12 @@ fn the_page_stylizes_a_photo_and_the_camera() {
             tokio::time::sleep(Duration::from_millis(500)).await;
             let png = client.screenshot().await.unwrap();
             std::fs::write(&path, png).unwrap();
+            // And as a phone shows it.
+            client.set_window_size(390, 844).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let png = client.screenshot().await.unwrap();
+            std::fs::write(Path::new(&path).with_extension("phone.png"), png).unwrap();
+            client.set_window_size(1280, 900).await.unwrap();
         }
 
         // The camera: Chromium's fake device sends frames; the stylized stream shows its rate.

@@ -117,6 +117,8 @@ function useFile(file) {
   if (state.originalUrl) URL.revokeObjectURL(state.originalUrl);
   state.originalUrl = URL.createObjectURL(file);
   $("original").src = state.originalUrl;
+  $("original").hidden = false;
+  $("drop").querySelector(".placeholder").hidden = true;
   stylizePhoto();
 }
 
@@ -153,13 +155,17 @@ async function stylizePhoto(attempt = 0) {
     const result = $("result");
     result.src = state.resultUrl;
     await result.decode().catch(() => {});
+    result.hidden = false;
+    $("result-placeholder").hidden = true;
+    // On a phone the result is below the photo: bring it into view.
+    if (window.matchMedia("(max-width: 700px)").matches) result.scrollIntoView({ behavior: "smooth", block: "nearest" });
     const link = $("download");
     const stem = (state.file.name || "photo").replace(/\.[^.]*$/, "");
     link.href = state.resultUrl;
     link.download = stem + "-" + state.model.replace(/\//g, "-") + "." + (EXTENSIONS[blob.type] || "png");
     link.hidden = false;
     const seconds = ((performance.now() - started) / 1000).toFixed(2);
-    setStatus("photo-status", result.naturalWidth + "×" + result.naturalHeight + " in " + seconds + " s");
+    setStatus("photo-status", "Stylized · " + result.naturalWidth + "×" + result.naturalHeight + " in " + seconds + " s");
   } catch (e) {
     if (e.name === "AbortError") return;
     setStatus("photo-status", e.message, true);
@@ -170,20 +176,25 @@ async function stylizePhoto(attempt = 0) {
 
 function setUpDrop() {
   const drop = $("drop");
-  $("choose").addEventListener("click", () => $("file").click());
-  drop.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") $("file").click(); });
+  const choose = () => $("file").click();
+  drop.addEventListener("click", choose);
+  $("choose").addEventListener("click", choose);
+  drop.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); choose(); } });
   $("file").addEventListener("change", (e) => useFile(e.target.files[0]));
+  // A photo may be dropped anywhere on the page.
   for (const type of ["dragenter", "dragover"]) {
-    drop.addEventListener(type, (e) => { e.preventDefault(); drop.classList.add("over"); });
+    window.addEventListener(type, (e) => { e.preventDefault(); drop.classList.add("over"); });
   }
-  for (const type of ["dragleave", "drop"]) {
-    drop.addEventListener(type, () => drop.classList.remove("over"));
-  }
-  drop.addEventListener("drop", (e) => { e.preventDefault(); useFile(e.dataTransfer.files[0]); });
+  window.addEventListener("dragleave", (e) => { if (!e.relatedTarget) drop.classList.remove("over"); });
+  window.addEventListener("drop", (e) => {
+    e.preventDefault();
+    drop.classList.remove("over");
+    if (e.dataTransfer.files.length) { showTab("photo"); useFile(e.dataTransfer.files[0]); }
+  });
   // Pasting an image works too.
   window.addEventListener("paste", (e) => {
     const item = [...e.clipboardData.items].find((i) => i.type.startsWith("image/"));
-    if (item) useFile(item.getAsFile());
+    if (item) { showTab("photo"); useFile(item.getAsFile()); }
   });
 }
 
@@ -220,11 +231,11 @@ async function startLive() {
   state.live = live;
   $("live-toggle").textContent = "Stop camera";
   setStatus("live-status", "Connecting…");
-  socket.onopen = () => { setStatus("live-status", ""); pump(live); };
+  socket.onopen = () => { setStatus("live-status", "Stylized"); pump(live); };
   socket.onclose = (e) => {
     if (state.live === live) {
       stopLive();
-      setStatus("live-status", e.reason ? "Closed: " + e.reason : "The connection closed.", !e.wasClean);
+      setStatus("live-status", e.reason ? "Stopped: " + e.reason : "The connection closed.", !e.wasClean);
     }
   };
   socket.onmessage = (e) => onLiveMessage(live, e.data);
@@ -256,12 +267,13 @@ function onLiveMessage(live, data) {
     if (note.error) setStatus("live-status", note.error, true);
     return; // {"dropped": 1}: a newer frame replaced this one
   }
+  setStatus("live-status", "Stylized");
   const now = performance.now();
   live.shown.push(now);
   while (live.shown.length && now - live.shown[0] > 2000) live.shown.shift();
   const fps = live.shown.length > 1 ? (live.shown.length - 1) / ((now - live.shown[0]) / 1000) : 0;
   const delay = sent ? Math.round(now - sent) : 0;
-  $("fps").textContent = fps.toFixed(1) + " frames/s · " + delay + " ms";
+  $("fps").textContent = fps.toFixed(1) + " frames/s · " + delay + " ms delay";
   const img = $("live-result");
   const old = live.url;
   live.url = URL.createObjectURL(data);
@@ -297,7 +309,7 @@ function showTab(name) {
   $("live").hidden = photo;
   $("tab-photo").setAttribute("aria-selected", String(photo));
   $("tab-live").setAttribute("aria-selected", String(!photo));
-  $("size").parentElement.hidden = !photo;
+  $("size-control").hidden = !photo;
   if (photo) stopLive();
 }
 
