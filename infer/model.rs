@@ -38,9 +38,7 @@ impl Stylizer {
 
     /// Stylizes one picture; the result has the picture's size.
     pub fn stylize(&self, rgb: &RgbImage) -> Result<RgbImage> {
-        let x = imageio::to_tensor(rgb)
-            .to_device(self.device)
-            .to_kind(self.kind);
+        let x = imageio::to_device_tensor(rgb, self.device, self.kind);
         let y = tch::no_grad(|| self.net.forward(&x));
         imageio::from_tensor(&y)
     }
@@ -50,12 +48,10 @@ impl Stylizer {
         let x = Tensor::cat(
             &pictures
                 .iter()
-                .map(|rgb| imageio::to_tensor(rgb))
+                .map(|rgb| imageio::to_device_tensor(rgb, self.device, self.kind))
                 .collect::<Vec<_>>(),
             0,
-        )
-        .to_device(self.device)
-        .to_kind(self.kind);
+        );
         let y = tch::no_grad(|| self.net.forward(&x));
         (0..pictures.len() as i64)
             .map(|i| imageio::from_tensor(&y.get(i)))
