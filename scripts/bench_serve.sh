@@ -72,14 +72,21 @@ fi
 ext="${PHOTO##*.}"
 case "${ext,,}" in jpg|jpeg) mime=image/jpeg ;; png) mime=image/png ;; webp) mime=image/webp ;; *) mime=application/octet-stream ;; esac
 
-# Baseline: `infer` over BASELINE copies of the photo, same size, same device.
+# Baseline: `infer` over BASELINE copies of the photo, same size, same device; its rate is
+# (BASELINE - 1) / (time for BASELINE files - time for 1 file), without start-up and loading.
 for i in $(seq 1 "$BASELINE"); do cp "$PHOTO" "$RESULTS/photos/p$i.$ext"; done
-say "baseline: infer over $BASELINE files at max size $SIZE on $DEVICE"
-start=$(date +%s.%N)
-"$INFER" -c "$RESULTS/models/bench.safetensors" "$RESULTS/photos" -o "$RESULTS/stylized" \
-    --max-size "$SIZE" --device "$DEVICE" --precision "$PRECISION" 2> "$RESULTS/infer.err"
-end=$(date +%s.%N)
-echo "$BASELINE $start $end" > "$RESULTS/baseline.txt"
+run_infer() {  # prints the seconds `infer` takes over $1
+    local start end
+    start=$(date +%s.%N)
+    "$INFER" -c "$RESULTS/models/bench.safetensors" "$1" -o "$RESULTS/stylized-$2" \
+        --max-size "$SIZE" --device "$DEVICE" --precision "$PRECISION" 2> "$RESULTS/infer.err"
+    end=$(date +%s.%N)
+    "$PY" -c "print($end - $start)"
+}
+say "baseline: infer over 1 and over $BASELINE files at max size $SIZE on $DEVICE"
+one=$(run_infer "$RESULTS/photos/p1.$ext" one.$ext)
+all=$(run_infer "$RESULTS/photos" all)
+echo "$BASELINE $one $all" > "$RESULTS/baseline.txt"
 
 say "starting the server"
 "$INFER" --serve 127.0.0.1:0 --models "$RESULTS/models" --device "$DEVICE" --precision "$PRECISION" \
@@ -131,8 +138,8 @@ import json, re, sys
 from pathlib import Path
 out, device, precision, size, queue, idle_kib, peak_kib, gpu_mib, code = sys.argv[1:]
 out = Path(out)
-n, start, end = open(out / "baseline.txt").read().split()
-baseline = int(n) / (float(end) - float(start))
+n, one, all_ = open(out / "baseline.txt").read().split()
+baseline = (int(n) - 1) / (float(all_) - float(one))
 metrics = open(out / "metrics.txt").read()
 def metric(name):
     m = re.search(rf"^{name} ([0-9.e+]+)$", metrics, re.M)
@@ -156,7 +163,7 @@ for run in ["steady", "overload"]:
     conc = open(out / f"{run}.concurrency").read().strip()
     print(f"| {run} | {total} | {conc} | {statuses} | {ok_rate:.1f} | {p.get('p50', 0)*1000:.0f} ms "
           f"| {p.get('p99', 0)*1000:.0f} ms | {ok_rate / baseline:.2f}× |")
-print(f"\nBaseline: `infer` over {n} files: {baseline:.1f} images/s (one process, same size and device).")
+print(f"\nBaseline: `infer` over {n} files: {baseline:.2f} images/s after start-up (one process, same size and device).")
 print(f"Server memory: {int(idle_kib)/1024:.0f} MiB resident after warm-up, peak {int(peak_kib)/1024:.0f} MiB"
       + (f"; GPU {gpu_mib} MiB" if gpu_mib else "") + ".")
 print(f"Mean batch through the network: {batch:.2f}; images stylized: {metric('faststyle_images_stylized_total'):.0f}; "

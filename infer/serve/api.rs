@@ -9,11 +9,13 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use faststyle::imageio::OutputFormat;
-use http_body_util::LengthLimitError;
+use http_body_util::{BodyExt, LengthLimitError};
 use std::time::Duration;
 
 /// How long a client may take to send its body once the server has room for it.
 const BODY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a refused body is read and discarded at most.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `GET /healthz`.
 pub async fn healthz() -> &'static str {
@@ -48,9 +50,16 @@ pub async fn stylize(
     Query(pairs): Query<Vec<(String, String)>>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let params = params::parse(&pairs, &state.catalog, &[])?;
     // Room is taken before the body is read: a crowd of uploads waits outside, not in memory.
-    let _permit = stylize::admit(&state)?;
+    let admitted =
+        params::parse(&pairs, &state.catalog, &[]).and_then(|p| Ok((p, stylize::admit(&state)?)));
+    let (params, _permit) = match admitted {
+        Ok(admitted) => admitted,
+        Err(e) => {
+            drain(body).await;
+            return Err(e);
+        }
+    };
     let bytes = match tokio::time::timeout(BODY_TIMEOUT, to_bytes(body, usize::MAX)).await {
         Err(_) => return Err(ApiError::timeout("the body did not arrive in time")),
         Ok(Err(e)) if is_over_limit(&e) => {
@@ -72,6 +81,16 @@ pub async fn stylize(
     let encoded =
         blocking(move || stylize::encode(decoded.picture, stylized, &params, format)).await?;
     Ok(([(header::CONTENT_TYPE, stylize::mime(format))], encoded).into_response())
+}
+
+/// Reads and discards a body that will not be used, so that the client, still sending it,
+/// gets the answer rather than a reset connection. Bounded by the upload limit and a timeout;
+/// nothing is kept.
+async fn drain(mut body: Body) {
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while let Some(Ok(_)) = body.frame().await {}
+    })
+    .await;
 }
 
 /// Whether reading a body failed on tower-http's size limit.
