@@ -64,7 +64,7 @@ pub struct Args {
     /// Total-variation loss weight [default: 0].
     #[arg(long)]
     pub tv_weight: Option<f64>,
-    /// Adam learning rate [default: 1e-3].
+    /// Adam learning rate [default: 1e-3; with --add-style, 3e-2].
     #[arg(long)]
     pub lr: Option<f64>,
     /// Seed of the initial weights and of the data order [default: 42].
@@ -173,7 +173,11 @@ impl Config {
             content_weight: args.content_weight.unwrap_or(1e5),
             style_weight: args.style_weight.unwrap_or(1e10),
             tv_weight: args.tv_weight.unwrap_or(0.0),
-            lr: args.lr.unwrap_or(1e-3),
+            lr: args.lr.unwrap_or(if args.add_style.is_empty() {
+                1e-3
+            } else {
+                styles::ADD_STYLE_LR
+            }),
             seed: args.seed.unwrap_or(42),
             init: args.init.clone(),
             checkpoint_every: args.checkpoint_every,
