@@ -217,9 +217,10 @@ fn step_time(a: &StepTimeArgs) -> Result<()> {
                 weights,
                 precision: Precision::Fp32,
                 device,
+                pinned_copies: false,
             };
             let t0 = Instant::now();
-            let losses = step.run(&batch, adam, &mut scaler);
+            let losses = step.run(&batch, adam, &mut scaler)?;
             let _ = losses.total.double_value(&[]);
             if i >= a.warmup {
                 *seconds += t0.elapsed().as_secs_f64();

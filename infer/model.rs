@@ -77,9 +77,7 @@ impl Stylizer {
 
     /// Stylizes one picture in `style` (from [`Stylizer::resolve`]).
     pub fn stylize_as(&self, rgb: &RgbImage, style: &StyleMix) -> Result<RgbImage> {
-        let x = imageio::to_tensor(rgb)
-            .to_device(self.device)
-            .to_kind(self.kind);
+        let x = imageio::to_device_tensor(rgb, self.device, self.kind);
         let y = tch::no_grad(|| self.net.forward_style(&x, style));
         imageio::from_tensor(&y)
     }

@@ -7,6 +7,7 @@ pub mod conditional;
 pub mod data;
 pub mod device;
 pub mod fsutil;
+pub mod fused;
 pub mod imageio;
 pub mod loss;
 pub mod optim;

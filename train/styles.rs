@@ -275,7 +275,10 @@ mod tests {
         }
         let read = |json: &str| serde_json::from_str::<Recorded>(json).unwrap().style;
         assert_eq!(read(r#"{"style": "a.jpg"}"#), [PathBuf::from("a.jpg")]);
-        assert_eq!(read(r#"{"style": ["a.jpg", "b.png"]}"#), ["a.jpg", "b.png"].map(PathBuf::from));
+        assert_eq!(
+            read(r#"{"style": ["a.jpg", "b.png"]}"#),
+            ["a.jpg", "b.png"].map(PathBuf::from)
+        );
     }
 
     #[test]

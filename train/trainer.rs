@@ -266,8 +266,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
             weights,
             precision,
             device,
+            pinned_copies: true,
         };
-        let losses = stepper.run(&batch.images, &mut adam, &mut scaler);
+        let losses = stepper.run(&batch.images, &mut adam, &mut scaler)?;
         let _ = style_sums
             .get(k as i64)
             .g_add_(&losses.style.detach().to_kind(Kind::Float));
@@ -357,6 +358,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
     logger.bar.finish_and_clear();
     if !skipped.is_empty() {
         eprintln!("skipped {} unreadable photo(s)", skipped.len());
+    }
+    if scaler.retried > 0 || scaler.skipped > 0 {
+        eprintln!(
+            "fp16 loss scaling: {} batch(es) tried again at a lower scale, {} update(s) skipped",
+            scaler.retried, scaler.skipped
+        );
     }
     if interrupted.load(Ordering::SeqCst) {
         if step > saved_at {
