@@ -64,7 +64,7 @@ pub struct Args {
     /// Total-variation loss weight [default: 0].
     #[arg(long)]
     pub tv_weight: Option<f64>,
-    /// Adam learning rate [default: 1e-3; with --add-style, 3e-2].
+    /// Adam learning rate [default: 1e-3; with --add-style, 1e-1].
     #[arg(long)]
     pub lr: Option<f64>,
     /// Seed of the initial weights and of the data order [default: 42].
