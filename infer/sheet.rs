@@ -138,7 +138,7 @@ mod tests {
         let tiles: Vec<_> = (0..3).map(|i| (format!("s{i}"), tile(100 + i))).collect();
         let sheet = compose(&tiles);
         let label_h = 8 + 2 * GAP;
-        assert_eq!(sheet.dimensions(), (3 * 46 + GAP, 30 + label_h + 2 * GAP));
+        assert_eq!(sheet.dimensions(), (3 * 46 + GAP, GAP + 30 + label_h));
         // Each tile is copied unchanged at its place.
         for i in 0..3u32 {
             let x = GAP + i * 46;
