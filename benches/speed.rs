@@ -423,6 +423,7 @@ fn train_step(a: &TrainStepArgs) -> Result<()> {
         net: &net,
         vgg: &vgg,
         style_grams: &style_grams,
+        style: 0,
         weights,
         precision,
         device,
@@ -602,6 +603,7 @@ fn save_model(a: &SaveModelArgs) -> Result<()> {
     let _net = TransformerNet::new(&vs.root());
     let info = ModelInfo {
         style: "random".into(),
+        styles: Vec::new(),
         iterations: 0,
         content_weight: 1e5,
         style_weight: 1e10,

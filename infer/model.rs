@@ -1,12 +1,14 @@
 //! The style model, loaded once, and one forward pass per picture.
-use anyhow::Result;
-use faststyle::checkpoint;
+use anyhow::{anyhow, Context, Result};
+use faststyle::checkpoint::ModelFile;
+use faststyle::conditional::StyleMix;
 use faststyle::device::Precision;
 use faststyle::imageio;
+use faststyle::styles::{self, StyleChoice};
 use faststyle::transformer::TransformerNet;
 use image::RgbImage;
-use std::path::Path;
-use tch::nn::{Module, VarStore};
+use std::path::{Path, PathBuf};
+use tch::nn::VarStore;
 use tch::{Device, Kind};
 
 /// A transformer network with a style model's weights, on its device, in its precision.
@@ -16,30 +18,67 @@ pub struct Stylizer {
     net: TransformerNet,
     device: Device,
     kind: Kind,
+    path: PathBuf,
+    names: Vec<String>,
+    // What `stylize` applies: set for a one-style model, chosen by `select` for several.
+    style: Option<StyleMix>,
 }
 
 impl Stylizer {
-    /// Loads a style model file (float32 or float16) and converts it to `precision`.
+    /// Loads a style model file (float32 or float16, one style or several) and converts it
+    /// to `precision`.
     pub fn load(path: &Path, device: Device, precision: Precision) -> Result<Self> {
-        let mut vs = VarStore::new(device);
-        let net = TransformerNet::new(&vs.root());
-        checkpoint::load_model(path, &vs)?;
+        let model = ModelFile::read(path)?;
+        let (mut vs, net) = model.network(path, device)?;
         let kind = precision.kind();
         if kind != Kind::Float {
             vs.set_kind(kind);
         }
+        let style = (model.styles.len() == 1).then_some(StyleMix::One(0));
         Ok(Self {
             _vs: vs,
             net,
             device,
             kind,
+            path: path.to_path_buf(),
+            names: model.styles,
+            style,
         })
     }
 
-    /// Stylizes one picture; the result has the picture's size.
+    /// The model's style names, in row order (one name for a one-style model).
+    pub fn style_names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// What `choice` (or no choice) means for this model; a one-line error naming the
+    /// model and listing its styles when it names none of them.
+    pub fn resolve(&self, choice: Option<&StyleChoice>) -> Result<StyleMix> {
+        styles::select(choice, &self.names).with_context(|| self.path.display().to_string())
+    }
+
+    /// Chooses the style that [`Stylizer::stylize`] applies.
+    pub fn select(&mut self, choice: Option<&StyleChoice>) -> Result<()> {
+        self.style = Some(self.resolve(choice)?);
+        Ok(())
+    }
+
+    /// Stylizes one picture in the selected style; the result has the picture's size.
     pub fn stylize(&self, rgb: &RgbImage) -> Result<RgbImage> {
+        let style = self.style.as_ref().ok_or_else(|| {
+            anyhow!(
+                "{}: no style chosen among its {} styles",
+                self.path.display(),
+                self.names.len()
+            )
+        })?;
+        self.stylize_as(rgb, style)
+    }
+
+    /// Stylizes one picture in `style` (from [`Stylizer::resolve`]).
+    pub fn stylize_as(&self, rgb: &RgbImage, style: &StyleMix) -> Result<RgbImage> {
         let x = imageio::to_device_tensor(rgb, self.device, self.kind);
-        let y = tch::no_grad(|| self.net.forward(&x));
+        let y = tch::no_grad(|| self.net.forward_style(&x, style));
         imageio::from_tensor(&y)
     }
 }

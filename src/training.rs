@@ -1,12 +1,12 @@
 //! One training step of the transformer network: forward, perceptual losses, backward and
 //! Adam, in the chosen precision (mixed precision keeps float32 weights, grams and losses).
+use crate::conditional::StyleMix;
 use crate::device::{self, Precision};
 use crate::loss::{self, LossWeights, Losses};
 use crate::optim::Adam;
 use crate::transformer::TransformerNet;
 use crate::vgg::Vgg16;
 use anyhow::Result;
-use tch::nn::Module;
 use tch::{Device, Kind, Tensor};
 
 /// What every step uses besides the batch and the optimizer.
@@ -17,6 +17,8 @@ pub struct Step<'a> {
     pub vgg: &'a Vgg16,
     /// The style image's gram matrices.
     pub style_grams: &'a [Tensor; 4],
+    /// The network's style (row of its conditional instance norms) that these grams train.
+    pub style: usize,
     /// Weights of the losses.
     pub weights: LossWeights,
     /// Precision of the forward passes.
@@ -50,7 +52,7 @@ impl Step<'_> {
         };
         let mut tries = 0;
         loop {
-            let y = self.net.forward(&input);
+            let y = self.net.forward_style(&input, &StyleMix::One(self.style));
             let losses =
                 loss::perceptual_losses(self.vgg, &input, &y, self.style_grams, self.weights);
             adam.zero_grad()?;
