@@ -11,6 +11,7 @@ mod guard;
 mod model;
 mod pipeline;
 mod plan;
+mod shard;
 
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -74,6 +75,17 @@ struct Args {
     #[arg(long, default_value_t = faststyle::imageio::DEFAULT_JPEG_QUALITY, value_name = "Q",
           value_parser = clap::value_parser!(u8).range(1..=100))]
     quality: u8,
+
+    /// Only the inputs of shard K of N (a stable hash of each input's path under its folder):
+    /// K/N, `auto` (a Slurm job array's task id and count) or `auto/N` (Kubernetes'
+    /// JOB_COMPLETION_INDEX, or Slurm's task id, with N shards).
+    #[arg(long, value_name = "K/N")]
+    shard: Option<shard::ShardSpec>,
+
+    /// Skip the inputs whose output file already exists (a restarted batch worker does only
+    /// what is missing; outputs are written whole, by rename).
+    #[arg(long)]
+    skip_existing: bool,
 }
 
 fn parse_strength(s: &str) -> Result<f32, String> {
@@ -105,7 +117,19 @@ fn one_line(err: &anyhow::Error) -> String {
 fn run(args: &Args) -> Result<u8> {
     let device = args.device.resolve()?;
     args.precision.check_device(device)?;
-    let plan = plan::plan(&args.inputs, args.output.as_deref())?;
+    let mut plan = plan::plan(&args.inputs, args.output.as_deref())?;
+    if let Some(spec) = args.shard {
+        let shard = spec.resolve(|name| std::env::var(name).ok())?;
+        shard::keep_shard(&mut plan, &args.inputs, shard);
+    }
+    let skipped = if args.skip_existing {
+        shard::skip_existing(&mut plan)
+    } else {
+        0
+    };
+    if skipped > 0 {
+        eprintln!("skipped {skipped} inputs whose output exists");
+    }
     let total = plan.jobs.len() + plan.failures.len();
 
     let interrupted = Arc::new(AtomicBool::new(false));
