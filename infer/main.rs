@@ -76,6 +76,11 @@ struct Args {
           value_parser = clap::value_parser!(u8).range(1..=100))]
     quality: u8,
 
+    /// Tiles for large photos, in bounded memory with the untiled result: `auto` (photos over
+    /// 3 megapixels, in 512-pixel tiles), `off`, or a tile side N (photos with a side over N).
+    #[arg(long, default_value = "auto", value_name = "N")]
+    tile: faststyle::tiled::Tiling,
+
     /// Only the inputs of shard K of N (a stable hash of each input's path under its folder):
     /// K/N, `auto` (a Slurm job array's task id and count) or `auto/N` (Kubernetes'
     /// JOB_COMPLETION_INDEX, or Slurm's task id, with N shards).
@@ -164,11 +169,9 @@ fn run(args: &Args) -> Result<u8> {
     let model = if plan.jobs.is_empty() {
         None
     } else {
-        Some(model::Stylizer::load(
-            &args.checkpoint,
-            device,
-            args.precision,
-        )?)
+        Some(
+            model::Stylizer::load(&args.checkpoint, device, args.precision)?.with_tiling(args.tile),
+        )
     };
     for failure in plan.failures {
         report(&failure.path, Err(failure.error));

@@ -3,6 +3,7 @@ use anyhow::Result;
 use faststyle::checkpoint;
 use faststyle::device::Precision;
 use faststyle::imageio;
+use faststyle::tiled::{self, Tiling};
 use faststyle::transformer::TransformerNet;
 use image::RgbImage;
 use std::path::Path;
@@ -16,6 +17,7 @@ pub struct Stylizer {
     net: TransformerNet,
     device: Device,
     kind: Kind,
+    tiling: Tiling,
 }
 
 impl Stylizer {
@@ -33,11 +35,21 @@ impl Stylizer {
             net,
             device,
             kind,
+            tiling: Tiling::Auto,
         })
+    }
+
+    /// When pictures are stylized in tiles (bounded memory) rather than in one pass.
+    pub fn with_tiling(self, tiling: Tiling) -> Self {
+        Self { tiling, ..self }
     }
 
     /// Stylizes one picture; the result has the picture's size.
     pub fn stylize(&self, rgb: &RgbImage) -> Result<RgbImage> {
+        let (w, h) = rgb.dimensions();
+        if let Some(tile) = self.tiling.tile_for(i64::from(w), i64::from(h)) {
+            return tiled::stylize(&self.net, rgb, tile, self.device, self.kind);
+        }
         let x = imageio::to_tensor(rgb)
             .to_device(self.device)
             .to_kind(self.kind);

@@ -85,7 +85,9 @@ impl ShardSpec {
             Self::FromEnv(count) => {
                 // Array ids need not start at 0 (`--array=1-10`).
                 let slurm = match number("SLURM_ARRAY_TASK_ID")? {
-                    Some(id) => Some(id.saturating_sub(number("SLURM_ARRAY_TASK_MIN")?.unwrap_or(0))),
+                    Some(id) => {
+                        Some(id.saturating_sub(number("SLURM_ARRAY_TASK_MIN")?.unwrap_or(0)))
+                    }
                     None => None,
                 };
                 let index = match (number("JOB_COMPLETION_INDEX")?, slurm) {
@@ -207,7 +209,10 @@ mod tests {
     fn the_key_is_the_path_under_the_folder_given() {
         let dir = std::env::temp_dir();
         let roots = vec![dir.clone(), PathBuf::from("loose.jpg")];
-        assert_eq!(relative_key(&dir.join("a").join("b.jpg"), &roots), "a/b.jpg");
+        assert_eq!(
+            relative_key(&dir.join("a").join("b.jpg"), &roots),
+            "a/b.jpg"
+        );
         assert_eq!(relative_key(Path::new("x/loose.jpg"), &roots), "loose.jpg");
     }
 }

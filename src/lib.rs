@@ -5,11 +5,13 @@
 pub mod checkpoint;
 pub mod data;
 pub mod device;
+pub mod fastconv;
 pub mod fsutil;
 pub mod imageio;
 pub mod loss;
 pub mod optim;
 pub mod progress;
+pub mod tiled;
 pub mod training;
 pub mod transformer;
 pub mod vgg;

@@ -96,16 +96,30 @@ fn check_against_infer(
     let stylized = dir.join("infer");
     let mut args = vec!["-c".into(), infer_model.to_path_buf()];
     args.extend(inputs.iter().cloned());
-    args.extend(["-o".into(), stylized.clone(), "--device".into(), "cpu".into()]);
+    args.extend([
+        "-o".into(),
+        stylized.clone(),
+        "--device".into(),
+        "cpu".into(),
+    ]);
     let out = common::run("infer", &args);
-    assert!(out.status.success(), "infer failed: {}", common::stderr(&out));
+    assert!(
+        out.status.success(),
+        "infer failed: {}",
+        common::stderr(&out)
+    );
     let onnx = dir.join("model.onnx");
     export(py, model, &onnx, style);
     run_onnxruntime(py, &onnx, &inputs);
     for (i, input) in inputs.iter().enumerate() {
         let ours = common::read_rgb(&stylized.join(format!("in{i}.png")));
         let theirs = common::read_rgb(&input.with_extension("ort.png"));
-        assert_eq!(ours.dimensions(), theirs.dimensions(), "{}", input.display());
+        assert_eq!(
+            ours.dimensions(),
+            theirs.dimensions(),
+            "{}",
+            input.display()
+        );
         let worst = ours
             .as_raw()
             .iter()
@@ -145,7 +159,12 @@ fn write_two_styles(dir: &Path) -> (PathBuf, impl Fn(f64, &Path)) {
     let (vs_b, _) = common::random_net(12);
     let a = checkpoint::variables(&vs_a);
     let b = checkpoint::variables(&vs_b);
-    let is_norm = |name: &str| name.split('.').rev().nth(1).is_some_and(|m| m.starts_with("in"));
+    let is_norm = |name: &str| {
+        name.split('.')
+            .rev()
+            .nth(1)
+            .is_some_and(|m| m.starts_with("in"))
+    };
     let stacked: Vec<(String, Tensor)> = a
         .iter()
         .zip(&b)
@@ -208,6 +227,9 @@ fn several_styles_export_the_chosen_style_or_blend() {
         .unwrap();
     let err = common::stderr(&out);
     assert!(!out.status.success());
-    assert!(err.contains("unknown style `c`") && !err.contains("Traceback"), "{err}");
+    assert!(
+        err.contains("unknown style `c`") && !err.contains("Traceback"),
+        "{err}"
+    );
     assert!(!dir.path().join("x.onnx").exists());
 }

@@ -118,7 +118,12 @@ fn shards_cover_every_photo_once_and_a_killed_worker_resumes() {
         .output()
         .unwrap();
     assert!(rerun.status.success(), "{}", common::stderr(&rerun));
-    assert_eq!(skipped(&rerun), left_by_victim, "{}", common::stderr(&rerun));
+    assert_eq!(
+        skipped(&rerun),
+        left_by_victim,
+        "{}",
+        common::stderr(&rerun)
+    );
     let after = written(&out);
     let rerun_count = if stylized(&rerun) == 0 {
         after.len() - before_rerun.len() // one image: no summary line
@@ -140,9 +145,15 @@ fn shards_cover_every_photo_once_and_a_killed_worker_resumes() {
     }
     // Each shard is a fixed part of the list: a second pass of every shard skips everything.
     for k in 0..SHARDS {
-        let again = worker(&model, &input, &out, &format!("{k}/{SHARDS}"), &["--skip-existing"])
-            .output()
-            .unwrap();
+        let again = worker(
+            &model,
+            &input,
+            &out,
+            &format!("{k}/{SHARDS}"),
+            &["--skip-existing"],
+        )
+        .output()
+        .unwrap();
         assert!(again.status.success(), "{}", common::stderr(&again));
         assert_eq!(stylized(&again), 0);
     }
@@ -159,10 +170,17 @@ fn bad_shards_are_one_line_errors() {
     for (shard, env, says) in [
         ("3/3", None, "does not exist"),
         ("auto", None, "SLURM_ARRAY_TASK_ID"),
-        ("auto/2", Some(("JOB_COMPLETION_INDEX", "5")), "shard 5 of 2"),
+        (
+            "auto/2",
+            Some(("JOB_COMPLETION_INDEX", "5")),
+            "shard 5 of 2",
+        ),
     ] {
         let mut cmd = Command::new(common::bin("infer"));
-        cmd.arg("-c").arg(&model).arg(&photo).args(["--device", "cpu", "--shard", shard]);
+        cmd.arg("-c")
+            .arg(&model)
+            .arg(&photo)
+            .args(["--device", "cpu", "--shard", shard]);
         cmd.env_remove("SLURM_ARRAY_TASK_ID")
             .env_remove("JOB_COMPLETION_INDEX");
         if let Some((k, v)) = env {
@@ -172,7 +190,10 @@ fn bad_shards_are_one_line_errors() {
         assert_eq!(out.status.code(), Some(2), "{shard}");
         let err = common::stderr(&out);
         let first = err.lines().next().unwrap_or_default();
-        assert!(first.starts_with("error:") && first.contains(says), "{shard}: {err}");
+        assert!(
+            first.starts_with("error:") && first.contains(says),
+            "{shard}: {err}"
+        );
         assert!(!err.contains("panicked"), "{err}");
     }
 }
