@@ -50,9 +50,7 @@ impl Stylizer {
         if let Some(tile) = self.tiling.tile_for(i64::from(w), i64::from(h)) {
             return tiled::stylize(&self.net, rgb, tile, self.device, self.kind);
         }
-        let x = imageio::to_tensor(rgb)
-            .to_device(self.device)
-            .to_kind(self.kind);
+        let x = imageio::to_device_tensor(rgb, self.device, self.kind);
         let y = tch::no_grad(|| self.net.forward(&x));
         imageio::from_tensor(&y)
     }

@@ -7,6 +7,7 @@ pub mod data;
 pub mod device;
 pub mod fastconv;
 pub mod fsutil;
+pub mod fused;
 pub mod imageio;
 pub mod loss;
 pub mod optim;

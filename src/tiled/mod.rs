@@ -140,19 +140,17 @@ impl Run<'_> {
             let at = r as usize * stride + cols.start as usize * 3;
             bytes.extend_from_slice(&self.image.as_raw()[at..at + cn as usize * 3]);
         }
+        // Bytes cross to the device, then become floats there.
         let mut t = Tensor::from_slice(&bytes)
             .view([rn, cn, 3])
             .permute([2, 0, 1])
             .unsqueeze(0)
-            .to_kind(Kind::Float);
+            .to_device(self.device)
+            .to_kind(self.kind);
         if rows.end > r1 || cols.end > c1 {
             t = t.replication_pad2d([0, cols.end - c1, 0, rows.end - r1]);
         }
-        Tile {
-            t: t.to_device(self.device).to_kind(self.kind),
-            rows,
-            cols,
-        }
+        Tile { t, rows, cols }
     }
 
     /// A trunk map's cell with `halo` around it, as a tile on the network's device.
