@@ -7,6 +7,7 @@
 //! Exit status: 0 when every input was stylized; 1 when some inputs failed (each reported as
 //! `error: PATH: reason`, the others still written); 2 when nothing could start (bad options,
 //! unreadable or invalid checkpoint, device unavailable); 130 when interrupted by Ctrl-C.
+mod alloc;
 mod guard;
 mod model;
 mod pipeline;
@@ -102,6 +103,7 @@ fn parse_strength(s: &str) -> Result<f32, String> {
 }
 
 fn main() -> ExitCode {
+    alloc::keep_freed_memory();
     guard::install_quiet_hook();
     let args = Args::parse();
     match run(&args) {
