@@ -7,10 +7,12 @@
 //! Exit status: 0 when every input was stylized; 1 when some inputs failed (each reported as
 //! `error: PATH: reason`, the others still written); 2 when nothing could start (bad options,
 //! unreadable or invalid checkpoint, device unavailable); 130 when interrupted by Ctrl-C.
+mod alloc;
 mod guard;
 mod model;
 mod pipeline;
 mod plan;
+mod shard;
 mod sheet;
 
 use anyhow::{Context, Result};
@@ -86,6 +88,22 @@ struct Args {
     /// each labelled with its name (--output: the picture; default NAME-sheet.EXT).
     #[arg(long)]
     sheet: bool,
+
+    /// Tiles for large photos, in bounded memory with the untiled result: `auto` (photos over
+    /// 3 megapixels, in 512-pixel tiles), `off`, or a tile side N (photos with a side over N).
+    #[arg(long, default_value = "auto", value_name = "N")]
+    tile: faststyle::tiled::Tiling,
+
+    /// Only the inputs of shard K of N (a stable hash of each input's path under its folder):
+    /// K/N, `auto` (a Slurm job array's task id and count) or `auto/N` (Kubernetes'
+    /// JOB_COMPLETION_INDEX, or Slurm's task id, with N shards).
+    #[arg(long, value_name = "K/N")]
+    shard: Option<shard::ShardSpec>,
+
+    /// Skip the inputs whose output file already exists (a restarted batch worker does only
+    /// what is missing; outputs are written whole, by rename).
+    #[arg(long)]
+    skip_existing: bool,
 }
 
 fn parse_strength(s: &str) -> Result<f32, String> {
@@ -97,6 +115,7 @@ fn parse_strength(s: &str) -> Result<f32, String> {
 }
 
 fn main() -> ExitCode {
+    alloc::keep_freed_memory();
     guard::install_quiet_hook();
     let args = Args::parse();
     match run(&args) {
@@ -142,7 +161,19 @@ fn run(args: &Args) -> Result<u8> {
         sheet::run(input, &output, &model, &options(args))?;
         return Ok(0);
     }
-    let plan = plan::plan(&args.inputs, args.output.as_deref())?;
+    let mut plan = plan::plan(&args.inputs, args.output.as_deref())?;
+    if let Some(spec) = args.shard {
+        let shard = spec.resolve(|name| std::env::var(name).ok())?;
+        shard::keep_shard(&mut plan, &args.inputs, shard);
+    }
+    let skipped = if args.skip_existing {
+        shard::skip_existing(&mut plan)
+    } else {
+        0
+    };
+    if skipped > 0 {
+        eprintln!("skipped {skipped} inputs whose output exists");
+    }
     let total = plan.jobs.len() + plan.failures.len();
 
     let interrupted = Arc::new(AtomicBool::new(false));
@@ -177,7 +208,8 @@ fn run(args: &Args) -> Result<u8> {
     let model = if plan.jobs.is_empty() {
         None
     } else {
-        let mut model = model::Stylizer::load(&args.checkpoint, device, args.precision)?;
+        let mut model =
+            model::Stylizer::load(&args.checkpoint, device, args.precision)?.with_tiling(args.tile);
         model.select(args.style.as_ref())?;
         Some(model)
     };

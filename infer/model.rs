@@ -5,6 +5,7 @@ use faststyle::conditional::StyleMix;
 use faststyle::device::Precision;
 use faststyle::imageio;
 use faststyle::styles::{self, StyleChoice};
+use faststyle::tiled::{self, Tiling};
 use faststyle::transformer::TransformerNet;
 use image::RgbImage;
 use std::path::{Path, PathBuf};
@@ -22,6 +23,7 @@ pub struct Stylizer {
     names: Vec<String>,
     // What `stylize` applies: set for a one-style model, chosen by `select` for several.
     style: Option<StyleMix>,
+    tiling: Tiling,
 }
 
 impl Stylizer {
@@ -43,7 +45,13 @@ impl Stylizer {
             path: path.to_path_buf(),
             names: model.styles,
             style,
+            tiling: Tiling::Auto,
         })
+    }
+
+    /// When pictures are stylized in tiles (bounded memory) rather than in one pass.
+    pub fn with_tiling(self, tiling: Tiling) -> Self {
+        Self { tiling, ..self }
     }
 
     /// The model's style names, in row order (one name for a one-style model).
@@ -77,6 +85,10 @@ impl Stylizer {
 
     /// Stylizes one picture in `style` (from [`Stylizer::resolve`]).
     pub fn stylize_as(&self, rgb: &RgbImage, style: &StyleMix) -> Result<RgbImage> {
+        let (w, h) = rgb.dimensions();
+        if let Some(tile) = self.tiling.tile_for(i64::from(w), i64::from(h)) {
+            return tiled::stylize(&self.net, style, rgb, tile, self.device, self.kind);
+        }
         let x = imageio::to_device_tensor(rgb, self.device, self.kind);
         let y = tch::no_grad(|| self.net.forward_style(&x, style));
         imageio::from_tensor(&y)

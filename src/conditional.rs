@@ -41,7 +41,7 @@ impl InstanceNorm {
     }
 
     /// The scale and shift (each `[C]`) of a style or blend.
-    fn affine(&self, style: &StyleMix) -> (Tensor, Tensor) {
+    pub fn affine(&self, style: &StyleMix) -> (Tensor, Tensor) {
         let pick = |t: &Tensor| match style {
             _ if t.dim() == 1 => t.shallow_clone(),
             StyleMix::One(i) => t.select(0, *i as i64),

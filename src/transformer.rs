@@ -39,26 +39,33 @@ impl ConvLayer {
     }
 }
 
+impl ConvLayer {
+    /// Weight (OIHW) and bias, in `kind`.
+    pub fn params(&self, kind: tch::Kind) -> (Tensor, Option<Tensor>) {
+        let bias = self.conv.bs.as_ref().map(|b| b.to_kind(kind));
+        (self.conv.ws.to_kind(kind), bias)
+    }
+
+    /// Kernel side, stride, and whether a nearest ×2 upsampling comes first.
+    pub fn geometry(&self) -> (i64, i64, bool) {
+        (2 * self.pad + 1, self.stride, self.upsample)
+    }
+}
+
 impl Module for ConvLayer {
     fn forward(&self, x: &Tensor) -> Tensor {
-        let x = if self.upsample {
-            let (h, w) = (x.size()[2], x.size()[3]);
-            x.upsample_nearest2d([h * 2, w * 2], 2.0, 2.0)
-        } else {
-            x.shallow_clone()
-        };
-        let p = self.pad;
         // Weights follow the input's precision: mixed precision keeps float32 master weights.
-        let kind = x.kind();
-        let bias = self.conv.bs.as_ref().map(|b| b.to_kind(kind));
-        x.reflection_pad2d([p, p, p, p]).conv2d(
-            &self.conv.ws.to_kind(kind),
-            bias,
-            [self.stride, self.stride],
-            [0, 0],
-            [1, 1],
-            1,
-        )
+        let (w, b) = self.params(x.kind());
+        if self.upsample {
+            return crate::fastconv::upsample_conv(x, &w, b.as_ref(), [1; 4]);
+        }
+        let p = self.pad;
+        let padded = x.reflection_pad2d([p, p, p, p]);
+        if self.stride == 1 {
+            return crate::fastconv::conv(&padded, &w, b.as_ref());
+        }
+        let s = [self.stride, self.stride];
+        padded.conv2d(&w, b.as_ref(), s, [0, 0], [1, 1], 1)
     }
 }
 
@@ -82,8 +89,20 @@ impl ResidualBlock {
     }
 
     fn forward(&self, x: &Tensor, s: &StyleMix) -> Tensor {
-        let out = self.in1.forward(&x.apply(&self.conv1), s).relu();
-        self.in2.forward(&out.apply(&self.conv2), s) + x
+        let out = relu(self.in1.forward(&x.apply(&self.conv1), s));
+        let mut y = self.in2.forward(&out.apply(&self.conv2), s);
+        drop(out);
+        if y.requires_grad() {
+            y + x
+        } else {
+            y += x;
+            y
+        }
+    }
+
+    /// Its two (convolution, norm) pairs; the input is added after the second norm.
+    pub fn layers(&self) -> [(&ConvLayer, &InstanceNorm); 2] {
+        [(&self.conv1, &self.in1), (&self.conv2, &self.in2)]
     }
 }
 
@@ -146,17 +165,40 @@ impl TransformerNet {
         self.styles
     }
 
+    /// The three downsampling (convolution, norm) pairs, each followed by ReLU.
+    pub fn encoder(&self) -> [(&ConvLayer, &InstanceNorm); 3] {
+        [
+            (&self.conv1, &self.in1),
+            (&self.conv2, &self.in2),
+            (&self.conv3, &self.in3),
+        ]
+    }
+
+    /// The residual blocks.
+    pub fn residuals(&self) -> &[ResidualBlock] {
+        &self.res
+    }
+
+    /// The two upsampling (convolution, norm) pairs, each followed by ReLU, and the last
+    /// convolution.
+    pub fn decoder(&self) -> ([(&ConvLayer, &InstanceNorm); 2], &ConvLayer) {
+        (
+            [(&self.deconv1, &self.in4), (&self.deconv2, &self.in5)],
+            &self.deconv3,
+        )
+    }
+
     /// The network exactly as PyTorch's example computes it, in style `s`; sides must be
     /// multiples of 4, ≥ 8.
     pub fn forward_aligned(&self, x: &Tensor, s: &StyleMix) -> Tensor {
-        let mut y = self.in1.forward(&x.apply(&self.conv1), s).relu();
-        y = self.in2.forward(&y.apply(&self.conv2), s).relu();
-        y = self.in3.forward(&y.apply(&self.conv3), s).relu();
+        let mut y = relu(self.in1.forward(&x.apply(&self.conv1), s));
+        y = relu(self.in2.forward(&y.apply(&self.conv2), s));
+        y = relu(self.in3.forward(&y.apply(&self.conv3), s));
         for block in &self.res {
             y = block.forward(&y, s);
         }
-        y = self.in4.forward(&y.apply(&self.deconv1), s).relu();
-        y = self.in5.forward(&y.apply(&self.deconv2), s).relu();
+        y = relu(self.in4.forward(&y.apply(&self.deconv1), s));
+        y = relu(self.in5.forward(&y.apply(&self.deconv2), s));
         y.apply(&self.deconv3)
     }
 
@@ -177,8 +219,18 @@ impl TransformerNet {
     }
 }
 
+/// ReLU, in place when no gradient is recorded (inference): one large map less at a time.
+fn relu(mut t: Tensor) -> Tensor {
+    if t.requires_grad() {
+        t.relu()
+    } else {
+        let _ = t.relu_();
+        t
+    }
+}
+
 /// Padding (right, bottom) that brings a side up to what the network needs.
-fn pad_for(side: i64) -> i64 {
+pub fn pad_for(side: i64) -> i64 {
     let aligned = side.max(TransformerNet::MIN_SIDE);
     let aligned =
         (aligned + TransformerNet::ALIGN - 1) / TransformerNet::ALIGN * TransformerNet::ALIGN;
