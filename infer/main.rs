@@ -11,6 +11,7 @@ mod guard;
 mod model;
 mod pipeline;
 mod plan;
+mod video;
 
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -70,6 +71,11 @@ struct Args {
     #[arg(long, default_value_t = 1.0, value_name = "F", value_parser = parse_strength)]
     strength: f32,
 
+    /// Constant rate factor of stylized videos (H.264: 0 lossless … 51, VP9: 0 … 63).
+    #[arg(long, default_value_t = 18, value_name = "N",
+          value_parser = clap::value_parser!(u8).range(0..=63))]
+    crf: u8,
+
     /// JPEG quality of written JPEG files, 1 to 100.
     #[arg(long, default_value_t = faststyle::imageio::DEFAULT_JPEG_QUALITY, value_name = "Q",
           value_parser = clap::value_parser!(u8).range(1..=100))]
@@ -123,7 +129,10 @@ fn run(args: &Args) -> Result<u8> {
         .context("cannot install the Ctrl-C handler")?;
     }
 
-    let bar = progress::bar(plan.jobs.len() as u64, "images");
+    let (videos, photos): (Vec<&plan::Job>, Vec<&plan::Job>) =
+        plan.jobs.iter().partition(|j| video::is_video(&j.input));
+    let noun = if videos.is_empty() { "images" } else { "files" };
+    let bar = progress::bar(plan.jobs.len() as u64, noun);
     if plan.jobs.len() <= 1 {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
@@ -157,11 +166,23 @@ fn run(args: &Args) -> Result<u8> {
             strength: args.strength,
             jpeg_quality: args.quality,
         };
-        pipeline::run(
-            &plan.jobs,
+        let photos: Vec<plan::Job> = photos.into_iter().map(plan::Job::clone).collect();
+        pipeline::run(&photos, &model, &options, &interrupted, |path, outcome| {
+            bar.inc(1);
+            report(path, outcome);
+        });
+        let video_options = video::Options {
+            max_size: args.max_size,
+            preserve_color: args.preserve_color,
+            strength: args.strength,
+            crf: args.crf,
+        };
+        video::run(
+            &videos,
             &model,
-            &options,
+            &video_options,
             &interrupted,
+            &bar,
             |path, outcome| {
                 bar.inc(1);
                 report(path, outcome);
@@ -172,11 +193,11 @@ fn run(args: &Args) -> Result<u8> {
 
     let interrupted = interrupted.load(Ordering::SeqCst);
     if interrupted {
-        eprintln!("interrupted: stylized {succeeded} of {total} images");
+        eprintln!("interrupted: stylized {succeeded} of {total} {noun}");
         return Ok(EXIT_INTERRUPTED);
     }
     if total > 1 {
-        eprintln!("stylized {succeeded} of {total} images");
+        eprintln!("stylized {succeeded} of {total} {noun}");
     }
     Ok(if failed > 0 { EXIT_SOME_FAILED } else { 0 })
 }

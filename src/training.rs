@@ -30,11 +30,21 @@ impl Step<'_> {
     pub fn run(&self, images: &Tensor, adam: &mut Adam, scaler: &mut LossScaler) -> Losses {
         let x = device::channels_last(&images.to_device(self.device).to_kind(Kind::Float));
         let input = match self.precision {
-            Precision::Fp32 => x,
+            Precision::Fp32 => x.shallow_clone(),
             other => x.to_kind(other.kind()),
         };
         let y = self.net.forward(&input);
-        let losses = loss::perceptual_losses(self.vgg, &input, &y, self.style_grams, self.weights);
+        let mut losses =
+            loss::perceptual_losses(self.vgg, &input, &y, self.style_grams, self.weights);
+        if self.weights.stability > 0.0 {
+            // The same photos with small noise must give the same output: a second forward
+            // pass of the transformer (not of VGG), both branches trained.
+            let noise = x.randn_like() * loss::STABILITY_NOISE_STD;
+            let noisy = (&x + noise).to_kind(input.kind());
+            let y_noisy = self.net.forward(&noisy);
+            losses.stability = loss::stability_loss(&y, &y_noisy, self.weights.stability);
+            losses.total = &losses.total + &losses.stability;
+        }
         adam.zero_grad();
         scaler.backward(&losses.total);
         // An fp16 overflow skips the update, as torch's GradScaler does.

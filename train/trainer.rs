@@ -191,6 +191,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         content: config.content_weight,
         style: config.style_weight,
         tv: config.tv_weight,
+        stability: config.stability_weight,
     };
     let info = |step| ModelInfo {
         style: config
@@ -225,7 +226,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         precision,
         device,
     };
-    let mut sums = Tensor::zeros([4], (Kind::Float, device));
+    let mut sums = Tensor::zeros([5], (Kind::Float, device));
     let mut since_log = 0u64;
     let mut images_since_log = 0u64;
     let mut log_clock = Instant::now();
@@ -260,7 +261,13 @@ pub fn run(args: Args) -> Result<ExitCode> {
         pos = batch.next;
         let _ = sums.g_add_(
             &Tensor::stack(
-                &[&losses.content, &losses.style, &losses.tv, &losses.total],
+                &[
+                    &losses.content,
+                    &losses.style,
+                    &losses.tv,
+                    &losses.total,
+                    &losses.stability,
+                ],
                 0,
             )
             .detach()
@@ -293,6 +300,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                     style: v[1],
                     tv: v[2],
                     total: v[3],
+                    stability: v[4],
                 };
                 logger.losses(step, epoch, means, rate, config.lr);
                 let _ = sums.zero_();
