@@ -1,4 +1,5 @@
-//! `infer`: stylizes photos with a trained style model, one forward pass per image.
+//! `infer`: stylizes photos and videos with a trained style model, one forward pass per
+//! image or frame.
 //!
 //! Options are parsed here and every error is reported here; planning the outputs, the
 //! decode → network → encode pipeline and the model live in the modules beside this file,
@@ -29,13 +30,15 @@ const EXIT_FATAL: u8 = 2;
 /// Exit status after Ctrl-C (128 + SIGINT, as shells report it).
 const EXIT_INTERRUPTED: u8 = 130;
 
-/// Stylize photos with a trained style model.
+/// Stylize photos and videos with a trained style model.
 ///
 /// With one input file, --output is the output file (default NAME-stylized.EXT beside the
 /// input); its extension picks the format. Otherwise --output is a folder (default
 /// `stylized`), and each output keeps its input's path relative to the folder given (a loose
 /// file keeps its name), its name and its format; a format that cannot be written becomes PNG.
-/// Folders are walked recursively for image files; hidden files and folders are skipped.
+/// Folders are walked recursively for image and video files; hidden files and folders are
+/// skipped. Videos (mp4, mov, m4v, mkv, webm, avi; animated GIF and WebP) go through ffmpeg:
+/// $FASTSTYLE_FFMPEG, else ffmpeg on PATH, else the project's .venv/bin/ffmpeg.
 #[derive(Parser, Debug)]
 #[command(name = "infer", version, about, long_about)]
 struct Args {
@@ -43,7 +46,7 @@ struct Args {
     #[arg(short = 'c', long, value_name = "FILE")]
     checkpoint: PathBuf,
 
-    /// Image files and folders to stylize.
+    /// Image and video files and folders to stylize.
     #[arg(required = true, value_name = "INPUT")]
     inputs: Vec<PathBuf>,
 
@@ -166,7 +169,7 @@ fn run(args: &Args) -> Result<u8> {
             strength: args.strength,
             jpeg_quality: args.quality,
         };
-        let photos: Vec<plan::Job> = photos.into_iter().map(plan::Job::clone).collect();
+        let photos: Vec<plan::Job> = photos.into_iter().cloned().collect();
         pipeline::run(&photos, &model, &options, &interrupted, |path, outcome| {
             bar.inc(1);
             report(path, outcome);

@@ -9,8 +9,9 @@
 # Needs target/release/infer and target/release/speed-bench (bash scripts/build_bench.sh), a
 # Python with torch 2.11.0 (PYTHON, else .venv/bin/python, else /opt/torch/.venv/bin/python,
 # else python3) and an ffmpeg with libx264: FASTSTYLE_FFMPEG, else ffmpeg on PATH, else
-# ./bench-ffmpeg or ./bench-ffmpeg.gz (a copy carried along: the machine may have none;
-# `gzip -c .venv/bin/ffmpeg > bench-ffmpeg.gz` here), else .venv/bin/ffmpeg, else imageio-ffmpeg's.
+# ./bench-ffmpeg, ./bench-ffmpeg.xz or ./bench-ffmpeg.gz in the repository root (a copy carried
+# along, as the GPU machine has none: `xz -T0 -c .venv/bin/ffmpeg > bench-ffmpeg.xz` here, about
+# 50 MB; gzip -9 about 70 MB), else .venv/bin/ffmpeg, else imageio-ffmpeg's (in PYTHON's env).
 # The binaries run against that Python's libtorch (LD_LIBRARY_PATH), as in bench_gpu.sh.
 #
 # Settings: SIZE=WxH CLIP_SECONDS=N RATE=30 PRECISIONS=fp32|fp16,bf16 REPEAT=2 RESULTS=DIR
@@ -45,9 +46,13 @@ export LD_LIBRARY_PATH="$torch_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 ff="${FASTSTYLE_FFMPEG:-}"
 [ -z "$ff" ] && ff="$(command -v ffmpeg || true)"
 if [ -z "$ff" ] && [ -x bench-ffmpeg ]; then ff="$root/bench-ffmpeg"; fi
-if [ -z "$ff" ] && [ -f bench-ffmpeg.gz ]; then
-    gzip -dc bench-ffmpeg.gz > target/bench-ffmpeg && chmod +x target/bench-ffmpeg && ff="$root/target/bench-ffmpeg"
-fi
+for packed in bench-ffmpeg.xz bench-ffmpeg.gz; do
+    if [ -z "$ff" ] && [ -f "$packed" ]; then
+        mkdir -p target
+        case "$packed" in *.xz) xz -dc "$packed" ;; *) gzip -dc "$packed" ;; esac > target/bench-ffmpeg
+        chmod +x target/bench-ffmpeg && ff="$root/target/bench-ffmpeg"
+    fi
+done
 if [ -z "$ff" ] && [ -x .venv/bin/ffmpeg ]; then ff="$root/.venv/bin/ffmpeg"; fi
 [ -z "$ff" ] && ff="$("$PY" -c 'import imageio_ffmpeg; print(imageio_ffmpeg.get_ffmpeg_exe())' 2>/dev/null || true)"
 [ -n "$ff" ] && [ -x "$ff" ] || die "no ffmpeg: set FASTSTYLE_FFMPEG, or bring bench-ffmpeg.gz (see the top of this script)"

@@ -92,12 +92,17 @@ pub fn run(
     } else {
         ProgressDrawTarget::hidden()
     });
-    let overall = multi.add(overall.clone());
+    // A hidden overall bar (a single input) stays hidden; a shown one goes below the file's.
+    let overall = (!overall.is_hidden()).then(|| multi.add(overall.clone()));
     for job in jobs {
         if stop.load(Ordering::SeqCst) {
             return;
         }
-        let bar = multi.insert_before(&overall, faststyle::progress::bar(0, "frames"));
+        let file_bar = faststyle::progress::bar(0, "frames");
+        let bar = match &overall {
+            Some(o) => multi.insert_before(o, file_bar),
+            None => multi.add(file_bar),
+        };
         let name = job.input.file_name().unwrap_or_default().to_string_lossy();
         bar.set_message(name.into_owned());
         let outcome =

@@ -413,7 +413,7 @@ impl<R: Read> Reader<R> {
             let count = if fields > 5 {
                 b.v()?
             } else {
-                mul.checked_sub(size).unwrap_or(0)
+                mul.saturating_sub(size)
             };
             if fields > 6 {
                 b.s()?; // match time delta

@@ -42,6 +42,13 @@ struct Item {
 /// Removes the temporary output unless the run got as far as renaming it.
 struct TempFile(Option<PathBuf>);
 
+impl TempFile {
+    /// The file was renamed into place: nothing to remove.
+    fn keep(mut self) {
+        self.0 = None;
+    }
+}
+
 impl Drop for TempFile {
     fn drop(&mut self) {
         if let Some(path) = self.0.take() {
@@ -208,7 +215,7 @@ pub fn stylize(
             job.output.display()
         )
     })?;
-    std::mem::forget(tmp);
+    tmp.keep();
     Ok(frames)
 }
 
