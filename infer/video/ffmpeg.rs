@@ -123,7 +123,7 @@ impl Messages {
     /// Estimated number of frames, from the duration and the frame rate.
     pub fn frames_estimate(&self) -> Option<u64> {
         let frames = (self.duration? * self.fps?).round();
-        (frames >= 1.0 && frames < 1e9).then_some(frames as u64)
+        (1.0..1e9).contains(&frames).then_some(frames as u64)
     }
 
     fn take(&mut self, line: &str) {
