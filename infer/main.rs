@@ -12,12 +12,14 @@ mod guard;
 mod model;
 mod pipeline;
 mod plan;
+mod sheet;
 mod video;
 
 use anyhow::{Context, Result};
 use clap::Parser;
 use faststyle::device::{self, DeviceChoice, Precision};
 use faststyle::progress;
+use faststyle::styles::StyleChoice;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -83,6 +85,16 @@ struct Args {
     #[arg(long, default_value_t = faststyle::imageio::DEFAULT_JPEG_QUALITY, value_name = "Q",
           value_parser = clap::value_parser!(u8).range(1..=100))]
     quality: u8,
+
+    /// Style of a multi-style model: NAME or INDEX, or a blend NAME:W,NAME:W… (weights
+    /// normalised to sum 1). A one-style model takes only its own name (or 0).
+    #[arg(long, value_name = "STYLE", conflicts_with = "sheet")]
+    style: Option<StyleChoice>,
+
+    /// Write one picture of the input photo and the photo in every style of the model,
+    /// each labelled with its name (--output: the picture; default NAME-sheet.EXT).
+    #[arg(long)]
+    sheet: bool,
 }
 
 fn parse_strength(s: &str) -> Result<f32, String> {
@@ -110,10 +122,35 @@ fn one_line(err: &anyhow::Error) -> String {
     format!("{err:#}").lines().collect::<Vec<_>>().join(" ")
 }
 
+/// What happens to each image around the network.
+fn options(args: &Args) -> pipeline::Options {
+    pipeline::Options {
+        max_size: args.max_size,
+        preserve_color: args.preserve_color,
+        strength: args.strength,
+        jpeg_quality: args.quality,
+    }
+}
+
 /// Everything after parsing; `Err` means nothing could start.
 fn run(args: &Args) -> Result<u8> {
     let device = args.device.resolve()?;
     args.precision.check_device(device)?;
+    if args.sheet {
+        let [input] = args.inputs.as_slice() else {
+            anyhow::bail!(
+                "--sheet takes one photo ({} inputs given)",
+                args.inputs.len()
+            );
+        };
+        let model = model::Stylizer::load(&args.checkpoint, device, args.precision)?;
+        let output = args
+            .output
+            .clone()
+            .unwrap_or_else(|| sheet::default_output(input));
+        sheet::run(input, &output, &model, &options(args))?;
+        return Ok(0);
+    }
     let plan = plan::plan(&args.inputs, args.output.as_deref())?;
     let total = plan.jobs.len() + plan.failures.len();
 
@@ -152,28 +189,26 @@ fn run(args: &Args) -> Result<u8> {
     let model = if plan.jobs.is_empty() {
         None
     } else {
-        Some(model::Stylizer::load(
-            &args.checkpoint,
-            device,
-            args.precision,
-        )?)
+        let mut model = model::Stylizer::load(&args.checkpoint, device, args.precision)?;
+        model.select(args.style.as_ref())?;
+        Some(model)
     };
     for failure in plan.failures {
         report(&failure.path, Err(failure.error));
     }
     if let Some(model) = model {
         device::tune_for(device);
-        let options = pipeline::Options {
-            max_size: args.max_size,
-            preserve_color: args.preserve_color,
-            strength: args.strength,
-            jpeg_quality: args.quality,
-        };
         let photos: Vec<plan::Job> = photos.into_iter().cloned().collect();
-        pipeline::run(&photos, &model, &options, &interrupted, |path, outcome| {
-            bar.inc(1);
-            report(path, outcome);
-        });
+        pipeline::run(
+            &photos,
+            &model,
+            &options(args),
+            &interrupted,
+            |path, outcome| {
+                bar.inc(1);
+                report(path, outcome);
+            },
+        );
         let video_options = video::Options {
             max_size: args.max_size,
             preserve_color: args.preserve_color,

@@ -1,12 +1,14 @@
 //! The style model, loaded once, and one forward pass per picture.
 use anyhow::{anyhow, bail, Context, Result};
-use faststyle::checkpoint;
+use faststyle::checkpoint::ModelFile;
+use faststyle::conditional::StyleMix;
 use faststyle::device::Precision;
 use faststyle::imageio;
+use faststyle::styles::{self, StyleChoice};
 use faststyle::transformer::TransformerNet;
 use image::RgbImage;
-use std::path::Path;
-use tch::nn::{Module, VarStore};
+use std::path::{Path, PathBuf};
+use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
 /// A transformer network with a style model's weights, on its device, in its precision.
@@ -16,24 +18,49 @@ pub struct Stylizer {
     net: TransformerNet,
     device: Device,
     kind: Kind,
+    path: PathBuf,
+    names: Vec<String>,
+    // What `stylize` applies: set for a one-style model, chosen by `select` for several.
+    style: Option<StyleMix>,
 }
 
 impl Stylizer {
-    /// Loads a style model file (float32 or float16) and converts it to `precision`.
+    /// Loads a style model file (float32 or float16, one style or several) and converts it
+    /// to `precision`.
     pub fn load(path: &Path, device: Device, precision: Precision) -> Result<Self> {
-        let mut vs = VarStore::new(device);
-        let net = TransformerNet::new(&vs.root());
-        checkpoint::load_model(path, &vs)?;
+        let model = ModelFile::read(path)?;
+        let (mut vs, net) = model.network(path, device)?;
         let kind = precision.kind();
         if kind != Kind::Float {
             vs.set_kind(kind);
         }
+        let style = (model.styles.len() == 1).then_some(StyleMix::One(0));
         Ok(Self {
             _vs: vs,
             net,
             device,
             kind,
+            path: path.to_path_buf(),
+            names: model.styles,
+            style,
         })
+    }
+
+    /// The model's style names, in row order (one name for a one-style model).
+    pub fn style_names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// What `choice` (or no choice) means for this model; a one-line error naming the
+    /// model and listing its styles when it names none of them.
+    pub fn resolve(&self, choice: Option<&StyleChoice>) -> Result<StyleMix> {
+        styles::select(choice, &self.names).with_context(|| self.path.display().to_string())
+    }
+
+    /// Chooses the style that [`Stylizer::stylize`] applies.
+    pub fn select(&mut self, choice: Option<&StyleChoice>) -> Result<()> {
+        self.style = Some(self.resolve(choice)?);
+        Ok(())
     }
 
     /// The device the network runs on.
@@ -41,10 +68,17 @@ impl Stylizer {
         self.device
     }
 
-    /// Stylizes pictures of one size in one forward pass (instance norm is per picture, so
-    /// each result equals that of [`Stylizer::stylize`]). Bytes, not floats, cross between
-    /// the CPU and the device.
+    /// Stylizes pictures of one size in one forward pass, in the selected style (instance
+    /// norm is per picture, so each result equals that of [`Stylizer::stylize`]). Bytes, not
+    /// floats, cross between the CPU and the device.
     pub fn stylize_batch(&self, pictures: &[&RgbImage]) -> Result<Vec<RgbImage>> {
+        let style = self.style.as_ref().ok_or_else(|| {
+            anyhow!(
+                "{}: no style chosen among its {} styles",
+                self.path.display(),
+                self.names.len()
+            )
+        })?;
         let Some(first) = pictures.first() else {
             return Ok(Vec::new());
         };
@@ -62,7 +96,7 @@ impl Stylizer {
             .to_device(self.device)
             .permute([0, 3, 1, 2])
             .to_kind(self.kind);
-        let y = tch::no_grad(|| self.net.forward(&x));
+        let y = tch::no_grad(|| self.net.forward_style(&x, style));
         let out = y
             .to_kind(Kind::Float)
             .clamp(0.0, 255.0)
@@ -82,12 +116,22 @@ impl Stylizer {
             .collect()
     }
 
-    /// Stylizes one picture; the result has the picture's size.
+    /// Stylizes one picture in the selected style; the result has the picture's size.
     pub fn stylize(&self, rgb: &RgbImage) -> Result<RgbImage> {
-        let x = imageio::to_tensor(rgb)
-            .to_device(self.device)
-            .to_kind(self.kind);
-        let y = tch::no_grad(|| self.net.forward(&x));
+        let style = self.style.as_ref().ok_or_else(|| {
+            anyhow!(
+                "{}: no style chosen among its {} styles",
+                self.path.display(),
+                self.names.len()
+            )
+        })?;
+        self.stylize_as(rgb, style)
+    }
+
+    /// Stylizes one picture in `style` (from [`Stylizer::resolve`]).
+    pub fn stylize_as(&self, rgb: &RgbImage, style: &StyleMix) -> Result<RgbImage> {
+        let x = imageio::to_device_tensor(rgb, self.device, self.kind);
+        let y = tch::no_grad(|| self.net.forward_style(&x, style));
         imageio::from_tensor(&y)
     }
 }

@@ -77,6 +77,11 @@ impl Logger {
         }
     }
 
+    /// Logs one scalar under `tag` at `step`.
+    pub fn scalar(&mut self, tag: &str, value: f64, step: u64) {
+        self.writer.add_scalar(tag, value as f32, step as usize);
+    }
+
     /// Logs a square RGB image (HWC bytes) under `tag`.
     pub fn image(&mut self, tag: &str, hwc: &[u8], side: usize, step: u64) {
         self.writer
