@@ -137,6 +137,7 @@ fn evaluate(a: &EvaluateArgs) -> Result<()> {
         content: a.content_weight,
         style: a.style_weight,
         tv: 0.0,
+        stability: 0.0,
     };
     for spec in &a.style {
         let Some((key, image)) = spec.split_once('=') else {
@@ -200,6 +201,7 @@ fn step_time(a: &StepTimeArgs) -> Result<()> {
         content: 1e5,
         style: 1e10,
         tv: 0.0,
+        stability: 0.0,
     };
     // Full training of a one-style network; adding style 1 to a two-style one.
     let mut kinds = [

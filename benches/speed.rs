@@ -417,6 +417,7 @@ fn train_step(a: &TrainStepArgs) -> Result<()> {
         content: a.content_weight,
         style: a.style_weight,
         tv: a.tv_weight,
+        stability: 0.0,
     };
     let mut scaler = LossScaler::new(precision);
     let stepper = Step {

@@ -1,4 +1,5 @@
-//! `infer`: stylizes photos with a trained style model, one forward pass per image.
+//! `infer`: stylizes photos and videos with a trained style model, one forward pass per
+//! image or frame.
 //!
 //! Options are parsed here and every error is reported here; planning the outputs, the
 //! decode → network → encode pipeline and the model live in the modules beside this file,
@@ -14,6 +15,7 @@ mod pipeline;
 mod plan;
 mod shard;
 mod sheet;
+mod video;
 
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -32,13 +34,15 @@ const EXIT_FATAL: u8 = 2;
 /// Exit status after Ctrl-C (128 + SIGINT, as shells report it).
 const EXIT_INTERRUPTED: u8 = 130;
 
-/// Stylize photos with a trained style model.
+/// Stylize photos and videos with a trained style model.
 ///
 /// With one input file, --output is the output file (default NAME-stylized.EXT beside the
 /// input); its extension picks the format. Otherwise --output is a folder (default
 /// `stylized`), and each output keeps its input's path relative to the folder given (a loose
 /// file keeps its name), its name and its format; a format that cannot be written becomes PNG.
-/// Folders are walked recursively for image files; hidden files and folders are skipped.
+/// Folders are walked recursively for image and video files; hidden files and folders are
+/// skipped. Videos (mp4, mov, m4v, mkv, webm, avi; animated GIF and WebP) go through ffmpeg:
+/// $FASTSTYLE_FFMPEG, else ffmpeg on PATH, else the project's .venv/bin/ffmpeg.
 #[derive(Parser, Debug)]
 #[command(name = "infer", version, about, long_about)]
 struct Args {
@@ -46,7 +50,7 @@ struct Args {
     #[arg(short = 'c', long, value_name = "FILE")]
     checkpoint: PathBuf,
 
-    /// Image files and folders to stylize.
+    /// Image and video files and folders to stylize.
     #[arg(required = true, value_name = "INPUT")]
     inputs: Vec<PathBuf>,
 
@@ -73,6 +77,11 @@ struct Args {
     /// Blend with the original: 1 is fully stylized, 0 gives the photo back unchanged.
     #[arg(long, default_value_t = 1.0, value_name = "F", value_parser = parse_strength)]
     strength: f32,
+
+    /// Constant rate factor of stylized videos (H.264: 0 lossless … 51, VP9: 0 … 63).
+    #[arg(long, default_value_t = 18, value_name = "N",
+          value_parser = clap::value_parser!(u8).range(0..=63))]
+    crf: u8,
 
     /// JPEG quality of written JPEG files, 1 to 100.
     #[arg(long, default_value_t = faststyle::imageio::DEFAULT_JPEG_QUALITY, value_name = "Q",
@@ -191,7 +200,10 @@ fn run(args: &Args) -> Result<u8> {
         .context("cannot install the Ctrl-C handler")?;
     }
 
-    let bar = progress::bar(plan.jobs.len() as u64, "images");
+    let (videos, photos): (Vec<&plan::Job>, Vec<&plan::Job>) =
+        plan.jobs.iter().partition(|j| video::is_video(&j.input));
+    let noun = if videos.is_empty() { "images" } else { "files" };
+    let bar = progress::bar(plan.jobs.len() as u64, noun);
     if plan.jobs.len() <= 1 {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
@@ -218,11 +230,29 @@ fn run(args: &Args) -> Result<u8> {
     }
     if let Some(model) = model {
         device::tune_for(device);
+        let photos: Vec<plan::Job> = photos.into_iter().cloned().collect();
         pipeline::run(
-            &plan.jobs,
+            &photos,
             &model,
             &options(args),
             &interrupted,
+            |path, outcome| {
+                bar.inc(1);
+                report(path, outcome);
+            },
+        );
+        let video_options = video::Options {
+            max_size: args.max_size,
+            preserve_color: args.preserve_color,
+            strength: args.strength,
+            crf: args.crf,
+        };
+        video::run(
+            &videos,
+            &model,
+            &video_options,
+            &interrupted,
+            &bar,
             |path, outcome| {
                 bar.inc(1);
                 report(path, outcome);
@@ -233,11 +263,11 @@ fn run(args: &Args) -> Result<u8> {
 
     let interrupted = interrupted.load(Ordering::SeqCst);
     if interrupted {
-        eprintln!("interrupted: stylized {succeeded} of {total} images");
+        eprintln!("interrupted: stylized {succeeded} of {total} {noun}");
         return Ok(EXIT_INTERRUPTED);
     }
     if total > 1 {
-        eprintln!("stylized {succeeded} of {total} images");
+        eprintln!("stylized {succeeded} of {total} {noun}");
     }
     Ok(if failed > 0 { EXIT_SOME_FAILED } else { 0 })
 }

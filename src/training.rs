@@ -47,14 +47,24 @@ impl Step<'_> {
         };
         let x = device::channels_last(&on_device.to_kind(Kind::Float));
         let input = match self.precision {
-            Precision::Fp32 => x,
+            Precision::Fp32 => x.shallow_clone(),
             other => x.to_kind(other.kind()),
         };
         let mut tries = 0;
         loop {
-            let y = self.net.forward_style(&input, &StyleMix::One(self.style));
-            let losses =
+            let style = StyleMix::One(self.style);
+            let y = self.net.forward_style(&input, &style);
+            let mut losses =
                 loss::perceptual_losses(self.vgg, &input, &y, self.style_grams, self.weights);
+            if self.weights.stability > 0.0 {
+                // The same photos with small noise must give the same output: a second forward
+                // pass of the transformer (not of VGG), both branches trained.
+                let noise = x.randn_like() * loss::STABILITY_NOISE_STD;
+                let noisy = (&x + noise).to_kind(input.kind());
+                let y_noisy = self.net.forward_style(&noisy, &style);
+                losses.stability = loss::stability_loss(&y, &y_noisy, self.weights.stability);
+                losses.total = &losses.total + &losses.stability;
+            }
             adam.zero_grad()?;
             scaler.backward(&losses.total);
             tries += 1;

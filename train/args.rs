@@ -64,6 +64,10 @@ pub struct Args {
     /// Total-variation loss weight [default: 0].
     #[arg(long)]
     pub tv_weight: Option<f64>,
+    /// Stability weight: output for a photo vs the same photo with noise (Gupta et al. 2017),
+    /// against flicker in video [default: 0].
+    #[arg(long)]
+    pub stability_weight: Option<f64>,
     /// Adam learning rate [default: 1e-3; with --add-style, 1e-1].
     #[arg(long)]
     pub lr: Option<f64>,
@@ -122,6 +126,9 @@ pub struct Config {
     pub content_weight: f64,
     pub style_weight: f64,
     pub tv_weight: f64,
+    // Absent from the configurations of runs recorded before the option existed.
+    #[serde(default)]
+    pub stability_weight: f64,
     pub lr: f64,
     pub seed: u64,
     pub init: Option<PathBuf>,
@@ -173,6 +180,7 @@ impl Config {
             content_weight: args.content_weight.unwrap_or(1e5),
             style_weight: args.style_weight.unwrap_or(1e10),
             tv_weight: args.tv_weight.unwrap_or(0.0),
+            stability_weight: args.stability_weight.unwrap_or(0.0),
             lr: args.lr.unwrap_or(if args.add_style.is_empty() {
                 1e-3
             } else {
@@ -204,6 +212,7 @@ impl Config {
             ("--content-weight", args.content_weight.is_some()),
             ("--style-weight", args.style_weight.is_some()),
             ("--tv-weight", args.tv_weight.is_some()),
+            ("--stability-weight", args.stability_weight.is_some()),
             ("--lr", args.lr.is_some()),
             ("--seed", args.seed.is_some()),
             ("--init", args.init.is_some()),
@@ -248,6 +257,7 @@ impl Config {
             ("--content-weight", self.content_weight),
             ("--style-weight", self.style_weight),
             ("--tv-weight", self.tv_weight),
+            ("--stability-weight", self.stability_weight),
         ] {
             if !(w >= 0.0 && w.is_finite()) {
                 bail!("{flag} must be a finite number ≥ 0");

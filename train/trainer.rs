@@ -198,6 +198,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         content: config.content_weight,
         style: config.style_weight,
         tv: config.tv_weight,
+        stability: config.stability_weight,
     };
     let info = |step| ModelInfo {
         style: styles.trained[0]
@@ -229,7 +230,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     };
 
     let mut scaler = LossScaler::new(precision);
-    let mut sums = Tensor::zeros([4], (Kind::Float, device));
+    let mut sums = Tensor::zeros([5], (Kind::Float, device));
     // Style loss sums and batch counts of each trained style since the last log.
     let mut style_sums = Tensor::zeros([styles.trained.len() as i64], (Kind::Float, device));
     let mut style_counts = vec![0u64; styles.trained.len()];
@@ -282,7 +283,13 @@ pub fn run(args: Args) -> Result<ExitCode> {
         pos = batch.next;
         let _ = sums.g_add_(
             &Tensor::stack(
-                &[&losses.content, &losses.style, &losses.tv, &losses.total],
+                &[
+                    &losses.content,
+                    &losses.style,
+                    &losses.tv,
+                    &losses.total,
+                    &losses.stability,
+                ],
                 0,
             )
             .detach()
@@ -315,6 +322,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                     style: v[1],
                     tv: v[2],
                     total: v[3],
+                    stability: v[4],
                 };
                 logger.losses(step, epoch, means, rate, config.lr);
                 if several {
