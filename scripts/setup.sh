@@ -19,6 +19,9 @@ fi
 # tch builds against this link (see .cargo/config.toml).
 torch_dir="$(.venv/bin/python -c 'import os, torch; print(os.path.dirname(torch.__file__))')"
 ln -sfn "$torch_dir" .venv/libtorch
+# infer finds ffmpeg (for video) here when neither FASTSTYLE_FFMPEG nor PATH names one.
+ffmpeg_exe="$(.venv/bin/python -c 'import imageio_ffmpeg; print(imageio_ffmpeg.get_ffmpeg_exe())')"
+ln -sfn "$ffmpeg_exe" .venv/bin/ffmpeg
 
 echo "setup: building release binaries"
 cargo build --release --bins

@@ -1,20 +1,32 @@
 //! The command line of `train`, parsed in one place, and the run's configuration.
+use crate::styles;
 use anyhow::{bail, Result};
 use clap::Parser;
 use faststyle::device::{DeviceChoice, Precision};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
-/// Fit a fast style transfer network to one style image (Johnson et al. 2016).
+/// Fit a fast style transfer network to one style image (Johnson et al. 2016), or to several
+/// in one network (conditional instance norm, Dumoulin et al. 2017).
 #[derive(Parser, Debug)]
 #[command(version)]
 pub struct Args {
     /// Folder of training photos, walked recursively (e.g. COCO train2014).
     #[arg(long)]
     pub dataset: Option<PathBuf>,
-    /// The style image.
-    #[arg(long)]
-    pub style: Option<PathBuf>,
+    /// The style image; repeat it, or name a folder (its images sorted by name), to train
+    /// several styles in one network.
+    #[arg(long, value_name = "IMAGE|DIR")]
+    pub style: Vec<PathBuf>,
+    /// With --init: a style to add to that model (repeatable), training only the new styles'
+    /// scales and shifts over its frozen network.
+    #[arg(
+        long,
+        value_name = "IMAGE",
+        requires = "init",
+        conflicts_with = "style"
+    )]
+    pub add_style: Vec<PathBuf>,
     /// VGG16 weights (safetensors, torchvision names).
     #[arg(long, default_value = "checkpoints/vgg16.safetensors")]
     pub vgg: PathBuf,
@@ -24,7 +36,8 @@ pub struct Args {
     /// Folder for TensorBoard event files [default: runs/NAME].
     #[arg(long)]
     pub logdir: Option<PathBuf>,
-    /// Name of the run and of its style model [default: the style image's file name].
+    /// Name of the run and of its style model [default: the style image's file name; for
+    /// several, the folder's name or the names joined by `+`].
     #[arg(long)]
     pub name: Option<String>,
     /// Passes over the dataset [default: 2].
@@ -51,7 +64,11 @@ pub struct Args {
     /// Total-variation loss weight [default: 0].
     #[arg(long)]
     pub tv_weight: Option<f64>,
-    /// Adam learning rate [default: 1e-3].
+    /// Stability weight: output for a photo vs the same photo with noise (Gupta et al. 2017),
+    /// against flicker in video [default: 0].
+    #[arg(long)]
+    pub stability_weight: Option<f64>,
+    /// Adam learning rate [default: 1e-3; with --add-style, 1e-1].
     #[arg(long)]
     pub lr: Option<f64>,
     /// Seed of the initial weights and of the data order [default: 42].
@@ -91,7 +108,12 @@ impl Args {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Config {
     pub dataset: PathBuf,
-    pub style: PathBuf,
+    /// The style images, folders expanded (runs recorded before several styles: one path).
+    #[serde(deserialize_with = "styles::one_or_many")]
+    pub style: Vec<PathBuf>,
+    /// Styles added to the `init` model (empty unless --add-style).
+    #[serde(default)]
+    pub add_style: Vec<PathBuf>,
     pub vgg: PathBuf,
     pub out: PathBuf,
     pub logdir: PathBuf,
@@ -104,6 +126,9 @@ pub struct Config {
     pub content_weight: f64,
     pub style_weight: f64,
     pub tv_weight: f64,
+    // Absent from the configurations of runs recorded before the option existed.
+    #[serde(default)]
+    pub stability_weight: f64,
     pub lr: f64,
     pub seed: u64,
     pub init: Option<PathBuf>,
@@ -116,15 +141,16 @@ pub struct Config {
 impl Config {
     /// A new run's configuration from the arguments and the defaults.
     pub fn from_args(args: &Args) -> Result<Self> {
-        let (Some(dataset), Some(style)) = (args.dataset.clone(), args.style.clone()) else {
-            bail!("--dataset and --style are required (or --resume PATH to continue a run)");
+        let Some(dataset) = args.dataset.clone() else {
+            bail!("--dataset is required (or --resume PATH to continue a run)");
         };
+        if args.style.is_empty() && args.add_style.is_empty() {
+            bail!("--style is required (or --init MODEL --add-style IMAGE, or --resume PATH)");
+        }
+        let style = styles::expand(&args.style)?;
         let name = match &args.name {
             Some(n) => n.clone(),
-            None => style
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "style".into()),
+            None => styles::default_run_name(&args.style, args.init.as_deref(), &args.add_style),
         };
         if name.is_empty() || name.contains(['/', '\\']) {
             bail!("--name `{name}` must be a plain file name");
@@ -140,6 +166,7 @@ impl Config {
                 .unwrap_or_else(|| PathBuf::from("runs").join(&name)),
             dataset,
             style,
+            add_style: args.add_style.clone(),
             vgg: args.vgg.clone(),
             name,
             epochs: match args.iterations {
@@ -153,7 +180,12 @@ impl Config {
             content_weight: args.content_weight.unwrap_or(1e5),
             style_weight: args.style_weight.unwrap_or(1e10),
             tv_weight: args.tv_weight.unwrap_or(0.0),
-            lr: args.lr.unwrap_or(1e-3),
+            stability_weight: args.stability_weight.unwrap_or(0.0),
+            lr: args.lr.unwrap_or(if args.add_style.is_empty() {
+                1e-3
+            } else {
+                styles::ADD_STYLE_LR
+            }),
             seed: args.seed.unwrap_or(42),
             init: args.init.clone(),
             checkpoint_every: args.checkpoint_every,
@@ -170,7 +202,8 @@ impl Config {
     pub fn for_resume(mut recorded: Self, args: &Args) -> Result<Self> {
         let fixed = [
             ("--dataset", args.dataset.is_some()),
-            ("--style", args.style.is_some()),
+            ("--style", !args.style.is_empty()),
+            ("--add-style", !args.add_style.is_empty()),
             ("--name", args.name.is_some()),
             ("--out", args.out.is_some()),
             ("--batch-size", args.batch_size.is_some()),
@@ -179,6 +212,7 @@ impl Config {
             ("--content-weight", args.content_weight.is_some()),
             ("--style-weight", args.style_weight.is_some()),
             ("--tv-weight", args.tv_weight.is_some()),
+            ("--stability-weight", args.stability_weight.is_some()),
             ("--lr", args.lr.is_some()),
             ("--seed", args.seed.is_some()),
             ("--init", args.init.is_some()),
@@ -223,6 +257,7 @@ impl Config {
             ("--content-weight", self.content_weight),
             ("--style-weight", self.style_weight),
             ("--tv-weight", self.tv_weight),
+            ("--stability-weight", self.stability_weight),
         ] {
             if !(w >= 0.0 && w.is_finite()) {
                 bail!("{flag} must be a finite number ≥ 0");

@@ -1,6 +1,7 @@
-//! `train`: fits a transformer network to one style image over a folder of photos.
+//! `train`: fits a transformer network to one style image (or several) over a folder of photos.
 mod args;
 mod logger;
+mod styles;
 mod trainer;
 
 use std::process::ExitCode;
