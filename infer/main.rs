@@ -8,11 +8,13 @@
 //! Exit status: 0 when every input was stylized; 1 when some inputs failed (each reported as
 //! `error: PATH: reason`, the others still written); 2 when nothing could start (bad options,
 //! unreadable or invalid checkpoint, device unavailable); 130 when interrupted by Ctrl-C.
+mod adjust;
 mod alloc;
 mod guard;
 mod model;
 mod pipeline;
 mod plan;
+mod serve;
 mod shard;
 mod sheet;
 mod video;
@@ -47,11 +49,16 @@ const EXIT_INTERRUPTED: u8 = 130;
 #[command(name = "infer", version, about, long_about)]
 struct Args {
     /// Style model (.safetensors) written by `train` or converted from PyTorch.
-    #[arg(short = 'c', long, value_name = "FILE")]
-    checkpoint: PathBuf,
+    #[arg(
+        short = 'c',
+        long,
+        value_name = "FILE",
+        required_unless_present = "serve"
+    )]
+    checkpoint: Option<PathBuf>,
 
     /// Image and video files and folders to stylize.
-    #[arg(required = true, value_name = "INPUT")]
+    #[arg(value_name = "INPUT", required_unless_present = "serve")]
     inputs: Vec<PathBuf>,
 
     /// Output file (one input file) or folder (several inputs or a folder; default `stylized`).
@@ -113,6 +120,41 @@ struct Args {
     /// what is missing; outputs are written whole, by rename).
     #[arg(long)]
     skip_existing: bool,
+
+    /// Serve a web page and an HTTP API at HOST:PORT instead (e.g. 127.0.0.1:8080).
+    #[arg(long, value_name = "ADDR", requires = "models", help_heading = "Server",
+          conflicts_with_all = ["checkpoint", "inputs", "output", "max_size", "preserve_color"])]
+    serve: Option<String>,
+
+    /// Folder of style models to serve (every *.safetensors below it).
+    #[arg(long, value_name = "DIR", requires = "serve", help_heading = "Server")]
+    models: Option<PathBuf>,
+
+    /// Require `Authorization: Bearer T` on every API call.
+    #[arg(
+        long,
+        value_name = "T",
+        env = "FASTSTYLE_TOKEN",
+        hide_env_values = true,
+        requires = "serve",
+        help_heading = "Server"
+    )]
+    token: Option<String>,
+
+    /// Largest upload in MiB.
+    #[arg(long, default_value_t = 20, value_name = "N", help_heading = "Server",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_upload_mb: u64,
+
+    /// Largest image in pixels (larger ones need the request's max_size).
+    #[arg(long, default_value_t = 40_000_000, value_name = "N", help_heading = "Server",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_pixels: u64,
+
+    /// How many requests may wait for the network; more are answered 503.
+    #[arg(long, default_value_t = 16, value_name = "N", help_heading = "Server",
+          value_parser = clap::value_parser!(u64).range(1..10_000))]
+    queue: u64,
 }
 
 fn parse_strength(s: &str) -> Result<f32, String> {
@@ -127,7 +169,20 @@ fn main() -> ExitCode {
     alloc::keep_freed_memory();
     guard::install_quiet_hook();
     let args = Args::parse();
-    match run(&args) {
+    let outcome = match (&args.serve, &args.models) {
+        (Some(addr), Some(models)) => serve::run(serve::Options {
+            addr: addr.clone(),
+            models: models.clone(),
+            token: args.token.clone(),
+            max_upload_mb: args.max_upload_mb,
+            max_pixels: args.max_pixels,
+            queue: args.queue as usize,
+            device: args.device,
+            precision: args.precision,
+        }),
+        _ => run(&args),
+    };
+    match outcome {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
             eprintln!("error: {}", one_line(&err));
@@ -153,6 +208,10 @@ fn options(args: &Args) -> pipeline::Options {
 
 /// Everything after parsing; `Err` means nothing could start.
 fn run(args: &Args) -> Result<u8> {
+    let checkpoint = args
+        .checkpoint
+        .as_deref()
+        .context("--checkpoint is required")?;
     let device = args.device.resolve()?;
     args.precision.check_device(device)?;
     if args.sheet {
@@ -162,7 +221,7 @@ fn run(args: &Args) -> Result<u8> {
                 args.inputs.len()
             );
         };
-        let model = model::Stylizer::load(&args.checkpoint, device, args.precision)?;
+        let model = model::Stylizer::load(checkpoint, device, args.precision)?;
         let output = args
             .output
             .clone()
@@ -221,7 +280,7 @@ fn run(args: &Args) -> Result<u8> {
         None
     } else {
         let mut model =
-            model::Stylizer::load(&args.checkpoint, device, args.precision)?.with_tiling(args.tile);
+            model::Stylizer::load(checkpoint, device, args.precision)?.with_tiling(args.tile);
         model.select(args.style.as_ref())?;
         Some(model)
     };

@@ -26,6 +26,18 @@ ln -sfn "$ffmpeg_exe" .venv/bin/ffmpeg
 echo "setup: building release binaries"
 cargo build --release --bins
 
+# Headless Chromium and its WebDriver for the page's browser test (tests/browser.rs, which
+# says it was skipped without them). Only as root, from the OS packages.
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "setup: installing chromium and chromium-driver (Debian packages)"
+        apt-get update -q >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null
+    else
+        echo "setup: chromium/chromedriver missing (as root: apt-get install chromium chromium-driver); the browser test will be skipped"
+    fi
+fi
+
 bash scripts/fetch_vgg16.sh
 bash scripts/make_sample_dataset.sh
 echo "setup: done. Binaries: target/release/train, target/release/infer"
