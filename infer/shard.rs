@@ -178,7 +178,7 @@ mod tests {
             ("SLURM_ARRAY_TASK_COUNT", "8"),
         ]);
         let auto = ShardSpec::FromEnv(None);
-        assert_eq!(auto.resolve(&slurm).unwrap(), Shard { index: 4, count: 8 });
+        assert_eq!(auto.resolve(slurm).unwrap(), Shard { index: 4, count: 8 });
         let k8s = env(&[("JOB_COMPLETION_INDEX", "2")]);
         let shard = ShardSpec::FromEnv(Some(3)).resolve(k8s).unwrap();
         assert_eq!(shard, Shard { index: 2, count: 3 });
