@@ -103,8 +103,8 @@ function modelCard(model) {
     c.dataset.styles = String(model.styles.length);
     const count = document.createElement("span");
     count.className = "count";
-    count.textContent = model.styles.length + " styles";
-    c.append(count);
+    count.textContent = " · " + model.styles.length + " styles";
+    c.querySelector("span").append(count);
   }
   return c;
 }
