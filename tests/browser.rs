@@ -137,6 +137,8 @@ fn the_page_stylizes_a_photo_and_the_camera() {
             std::fs::create_dir_all(models.join("more")).unwrap();
             common::random_model(&models.join("mosaic.safetensors"), 31);
             common::random_model(&models.join("more/candy.safetensors"), 32);
+            // Sorted last, so that a one-style model is the first one selected.
+            common::random_styles_model(&models.join("two.safetensors"), 33, &["ink", "wave"]);
             models
         }
     };
@@ -223,7 +225,29 @@ fn the_page_stylizes_a_photo_and_the_camera() {
             client.set_window_size(1280, 900).await.unwrap();
         }
 
-        // The camera: Chromium's fake device sends frames; the stylized stream shows its rate.
+        // A model with several styles: its card opens a picker of its styles with their
+        // previews, and each choice gets its result.
+        let multi = client
+            .execute(
+                "return document.querySelector('.style[data-styles]') !== null",
+                vec![],
+            )
+            .await
+            .unwrap();
+        if multi == json!(true) {
+            pick_styles(&client).await;
+            if let Some(path) = std::env::var_os("FASTSTYLE_SCREENSHOT") {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let png = client.screenshot().await.unwrap();
+                std::fs::write(Path::new(&path).with_extension("styles.png"), png).unwrap();
+            }
+        } else {
+            // Only the models of FASTSTYLE_SCREENSHOT_MODELS may hold one style each.
+            assert!(std::env::var_os("FASTSTYLE_SCREENSHOT_MODELS").is_some());
+        }
+
+        // The camera (with the multi-style model's second style, when there is one):
+        // Chromium's fake device sends frames; the stylized stream shows its rate.
         client
             .find(Locator::Id("tab-live"))
             .await
@@ -260,4 +284,72 @@ fn the_page_stylizes_a_photo_and_the_camera() {
             .unwrap();
         client.close().await.unwrap();
     });
+}
+
+/// Chooses the first model with several styles, then each of its styles in turn, waiting
+/// each time for the picker's previews and for a new result made in that style.
+async fn pick_styles(client: &Client) {
+    let script = |body: &str| {
+        format!(
+            "const picker = document.getElementById('style-picker');
+             const cards = [...picker.querySelectorAll('.style')];
+             const link = document.getElementById('download');
+             const result = document.getElementById('result');
+             {body}"
+        )
+    };
+    let old = client
+        .execute("return document.getElementById('result').src", vec![])
+        .await
+        .unwrap();
+    client
+        .find(Locator::Css(".style[data-styles]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let styles = wait_for(
+        client,
+        "the picker of the model's styles",
+        &script(
+            "const model = document.querySelector('.style[data-styles]');
+             return !document.getElementById('model-styles').hidden
+                 && cards.length === Number(model.dataset.styles)
+                 && cards.every(c => c.querySelector('img').naturalWidth === 128
+                     && c.querySelector('img').naturalHeight === 96)
+                 ? cards.map(c => c.dataset.style) : null;",
+        ),
+    )
+    .await;
+    let styles: Vec<String> = serde_json::from_value(styles).unwrap();
+    assert!(styles.len() > 1, "{styles:?}");
+    let mut seen = vec![old];
+    for (i, style) in styles.iter().enumerate() {
+        if i > 0 {
+            let card = client
+                .find(Locator::Css(&format!(
+                    "#style-picker .style:nth-child({})",
+                    i + 1
+                )))
+                .await
+                .unwrap();
+            card.click().await.unwrap();
+        }
+        // The first style is chosen with the model; each result is new and named after it.
+        let answer = wait_for(
+            client,
+            &format!("the photo in style `{style}`"),
+            &script(&format!(
+                "const seen = {seen};
+                 return !link.hidden && result.naturalWidth > 0 && !seen.includes(result.src)
+                     && link.download.replace(/\\.[^.]*$/, '').endsWith('-{style}')
+                     && cards[{i}].getAttribute('aria-checked') === 'true'
+                     ? result.src : null;",
+                seen = json!(seen),
+            )),
+        )
+        .await;
+        seen.push(answer);
+    }
 }

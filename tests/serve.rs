@@ -3,7 +3,7 @@
 mod common;
 
 use common::server::{get, post, Server};
-use common::{random_model, test_image};
+use common::{random_model, random_styles_model, test_image};
 use image::{ImageFormat, RgbImage, RgbaImage};
 use std::io::{Cursor, Read, Write};
 use std::net::TcpStream;
@@ -58,14 +58,23 @@ fn dimensions(bytes: &[u8]) -> (u32, u32) {
 
 /// What `infer` writes for `input` with `args`, to an output named `out`.
 fn infer_output(setup: &Setup, input: &Path, out: &str, args: &[&str]) -> Vec<u8> {
-    let output = setup.io(out);
+    infer_file(
+        &setup.models().join("a.safetensors"),
+        input,
+        &setup.io(out),
+        args,
+    )
+}
+
+/// What `infer -c model` writes for `input` with `args`, to `output`.
+fn infer_file(model: &Path, input: &Path, output: &Path, args: &[&str]) -> Vec<u8> {
     let result = common::run(
         "infer",
         [
             "--device",
             "cpu",
             "-c",
-            setup.models().join("a.safetensors").to_str().unwrap(),
+            model.to_str().unwrap(),
             input.to_str().unwrap(),
             "-o",
             output.to_str().unwrap(),
@@ -151,6 +160,143 @@ fn results_equal_what_infer_writes() {
     );
     assert_eq!(b.status, 200);
     assert_ne!(b.body, infer_output(&setup, &photo, "photo-out2.png", &[]));
+}
+
+#[test]
+fn styles_are_chosen_as_infer_chooses_them() {
+    // `duo` holds two styles; `one` holds one (named `random`, as its file records).
+    let dir = tempfile::tempdir().unwrap();
+    let models = dir.path().join("models");
+    std::fs::create_dir_all(&models).unwrap();
+    let duo = models.join("duo.safetensors");
+    random_styles_model(&duo, 21, &["candy", "wave"]);
+    random_model(&models.join("one.safetensors"), 22);
+    let server = Server::start(&models, &[]);
+    let url = |path: &str| format!("{}{path}", server.url);
+
+    // The catalog lists the styles of `duo` only.
+    let list: serde_json::Value =
+        serde_json::from_slice(&get(&url("/v1/models"), None).body).unwrap();
+    assert_eq!(list[0]["name"], "duo", "{list}");
+    assert_eq!(list[0]["styles"], serde_json::json!(["candy", "wave"]));
+    assert_eq!(list[1]["name"], "one", "{list}");
+    assert!(list[1].get("styles").is_none(), "{list}");
+
+    // A pick by name, by index, and a blend: each the file `infer --style` writes.
+    let photo = dir.path().join("photo.png");
+    std::fs::write(&photo, png(40, 32, 21)).unwrap();
+    let body = std::fs::read(&photo).unwrap();
+    let stylize = |query: &str| post(&url(&format!("/v1/stylize?{query}")), &body, None);
+    let mut answers = Vec::new();
+    for (i, choice) in ["wave", "1", "candy:1,wave:3", "candy"].iter().enumerate() {
+        let reply = stylize(&format!("model=duo&style={choice}"));
+        assert_eq!(reply.status, 200, "{choice}: {}", reply.text());
+        let expected = infer_file(
+            &duo,
+            &photo,
+            &dir.path().join(format!("out{i}.png")),
+            &["--style", choice],
+        );
+        assert!(reply.body == expected, "style={choice} differs from infer");
+        answers.push(reply.body);
+    }
+    // The choice matters: a blend is neither style, and the two styles differ.
+    assert_eq!(answers[0], answers[1], "`wave` and `1` are the same style");
+    assert_ne!(answers[0], answers[2]);
+    assert_ne!(answers[2], answers[3]);
+    assert_ne!(answers[0], answers[3]);
+
+    // A multi-style model without a style, or with one it does not hold: 400 listing them.
+    let reply = stylize("model=duo");
+    assert_eq!(reply.status, 400);
+    let error = reply.error();
+    assert!(
+        error.contains("2 styles") && error.contains("0 candy, 1 wave"),
+        "{error}"
+    );
+    for bad in ["oil", "2", "candy:x", "candy:1,oil:1", ""] {
+        let reply = stylize(&format!("model=duo&style={bad}"));
+        assert_eq!(reply.status, 400, "style={bad}");
+        let error = reply.error();
+        assert!(
+            error.contains("style") && error.contains("0 candy, 1 wave"),
+            "style={bad}: {error}"
+        );
+    }
+
+    // A one-style model takes no style, its own name or 0, as `infer` does; nothing else.
+    let plain = stylize("model=one");
+    assert_eq!(plain.status, 200);
+    for own in ["random", "0"] {
+        let reply = stylize(&format!("model=one&style={own}"));
+        assert_eq!(reply.status, 200, "style={own}: {}", reply.text());
+        assert_eq!(reply.body, plain.body, "style={own}");
+    }
+    for other in ["candy", "1"] {
+        let reply = stylize(&format!("model=one&style={other}"));
+        assert_eq!(reply.status, 400, "style={other}");
+        assert!(reply.error().contains("0 random"), "{}", reply.error());
+        let out = common::run(
+            "infer",
+            [
+                "--device",
+                "cpu",
+                "-c",
+                models.join("one.safetensors").to_str().unwrap(),
+                photo.to_str().unwrap(),
+                "-o",
+                dir.path().join("refused.png").to_str().unwrap(),
+                "--style",
+                other,
+            ],
+        );
+        assert!(!out.status.success(), "infer takes --style {other} too");
+    }
+
+    // One preview per style; a multi-style model's preview needs a style (not a blend).
+    let preview = |query: &str| get(&url(&format!("/v1/preview?{query}")), None);
+    let candy = preview("model=duo&style=candy");
+    let wave = preview("model=duo&style=1");
+    assert_eq!((candy.status, wave.status), (200, 200));
+    assert_eq!(dimensions(&wave.body), (128, 96));
+    assert_ne!(candy.body, wave.body);
+    assert_eq!(preview("model=duo&style=wave").body, wave.body);
+    assert_eq!(preview("model=duo").status, 400);
+    assert_eq!(preview("model=duo&style=candy:1,wave:1").status, 400);
+    assert_eq!(preview("model=one").status, 200);
+
+    // Live: the style of the query, then of a text message; another model drops it.
+    assert_eq!(get(&url("/v1/live?model=duo"), None).status, 400);
+    let (mut socket, _) =
+        tungstenite::connect(format!("ws://{}/v1/live?model=duo&style=wave", server.addr)).unwrap();
+    let frame = encode(&test_image(48, 40, 22, 0, 255), ImageFormat::Jpeg);
+    let mut live = |message: Option<&str>| {
+        if let Some(text) = message {
+            socket.send(Message::Text(text.into())).unwrap();
+        }
+        socket.send(Message::Binary(frame.clone().into())).unwrap();
+        match socket.read().unwrap() {
+            Message::Binary(jpeg) => jpeg.to_vec(),
+            other => panic!("expected a frame, got {other:?}"),
+        }
+    };
+    let same = |query: &str| {
+        let reply = post(&url(&format!("/v1/stylize?{query}")), &frame, None);
+        assert_eq!(reply.status, 200, "{query}");
+        reply.body
+    };
+    assert_eq!(live(None), same("model=duo&style=wave"));
+    assert_eq!(
+        live(Some("style=candy:1,wave:3")),
+        same("model=duo&style=candy:1,wave:3")
+    );
+    assert_eq!(live(Some("model=one")), same("model=one"));
+    socket.send(Message::Text("model=duo".into())).unwrap();
+    let Message::Text(text) = socket.read().unwrap() else {
+        panic!("expected an error message");
+    };
+    assert!(text.contains("0 candy, 1 wave"), "{text}");
+    socket.close(None).unwrap();
 }
 
 #[test]

@@ -8,6 +8,7 @@ use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use faststyle::conditional::StyleMix;
 use faststyle::imageio::OutputFormat;
 use http_body_util::{BodyExt, LengthLimitError};
 use std::time::Duration;
@@ -27,13 +28,19 @@ pub async fn models(State(state): State<AppState>) -> Json<Vec<ModelInfo>> {
     Json(state.catalog.infos().into_iter().cloned().collect())
 }
 
-/// `GET /v1/preview?model=NAME`: a small photo through the model, as JPEG.
+/// `GET /v1/preview?model=NAME[&style=NAME|INDEX]`: a small photo through one of the model's
+/// styles, as JPEG (made when the model loaded; `style=` as for `/v1/stylize`).
 pub async fn preview(
     State(state): State<AppState>,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
     let params = params::parse(&pairs, &state.catalog, &[])?;
-    let jpeg = state.catalog.preview(params.model).to_vec();
+    let StyleMix::One(style) = params.style else {
+        return Err(ApiError::bad_request(
+            "parameter `style`: a preview shows one style (NAME or INDEX), not a blend",
+        ));
+    };
+    let jpeg = state.catalog.preview(params.model, style).to_vec();
     Ok((
         [
             (header::CONTENT_TYPE, "image/jpeg"),

@@ -1,10 +1,11 @@
-//! `GET /v1/live?model=NAME`: a WebSocket that stylizes a camera's frames. The client sends
-//! JPEG frames (binary messages); the server answers each frame it stylizes with a JPEG. One
+//! `GET /v1/live?model=NAME[&style=…]`: a WebSocket that stylizes a camera's frames. The client
+//! sends JPEG frames (binary messages); the server answers each frame it stylizes with a JPEG. One
 //! frame is at work at a time per client and at most one waits: a newer frame replaces the
 //! waiting one, so that a client sending faster than the device keeps a short delay.
 //! Every frame gets one answer: the stylized JPEG, `{"dropped": 1}` (a newer frame replaced
 //! it) or `{"error": …}` (the session goes on). A text message such as
-//! `strength=0.5&preserve_color=true` changes the parameters for the frames after it.
+//! `strength=0.5&preserve_color=true` changes the parameters for the frames after it; one that
+//! names `model` also drops the previous `style` unless it names one (a style belongs to a model).
 use super::errors::ApiError;
 use super::params::{self, StyleParams};
 use super::stylize::{self, blocking};
@@ -117,7 +118,13 @@ fn update(
     text: &str,
 ) -> Result<StyleParams, ApiError> {
     let mut updated = pairs.clone();
-    for (key, value) in form_urlencoded::parse(text.trim().as_bytes()).into_owned() {
+    let changes: Vec<(String, String)> = form_urlencoded::parse(text.trim().as_bytes())
+        .into_owned()
+        .collect();
+    if changes.iter().any(|(k, _)| k == "model") {
+        updated.retain(|(k, _)| k != "style");
+    }
+    for (key, value) in changes {
         updated.retain(|(k, _)| *k != key);
         updated.push((key, value));
     }

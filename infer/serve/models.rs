@@ -4,6 +4,7 @@ use crate::guard;
 use crate::model::Stylizer;
 use anyhow::{anyhow, Context, Result};
 use faststyle::checkpoint;
+use faststyle::conditional::StyleMix;
 use faststyle::device::Precision;
 use faststyle::imageio::{self, OutputFormat};
 use serde::Serialize;
@@ -40,9 +41,18 @@ pub struct Loaded {
     pub failures: usize,
 }
 
+/// One loaded model as the HTTP side knows it.
+struct Entry {
+    info: ModelInfo,
+    /// Every style's name in row order (one name for a one-style model).
+    style_names: Vec<String>,
+    /// The sample photo in each style, as JPEG, in row order.
+    previews: Vec<Vec<u8>>,
+}
+
 /// The names the HTTP side looks models up by; a name is never used as a path.
 pub struct Catalog {
-    entries: Vec<(ModelInfo, Vec<u8>)>,
+    entries: Vec<Entry>,
     by_name: BTreeMap<String, usize>,
 }
 
@@ -54,17 +64,22 @@ impl Catalog {
 
     /// Every model's description, in name order.
     pub fn infos(&self) -> Vec<&ModelInfo> {
-        self.entries.iter().map(|(info, _)| info).collect()
+        self.entries.iter().map(|e| &e.info).collect()
     }
 
-    /// The model's preview: the sample photo stylized, as JPEG.
-    pub fn preview(&self, index: usize) -> &[u8] {
-        &self.entries[index].1
+    /// The preview of one of the model's styles: the sample photo stylized, as JPEG.
+    pub fn preview(&self, index: usize, style: usize) -> &[u8] {
+        &self.entries[index].previews[style]
     }
 
     /// The description of a loaded model.
     pub fn info(&self, index: usize) -> &ModelInfo {
-        &self.entries[index].0
+        &self.entries[index].info
+    }
+
+    /// The model's style names in row order (its one style's name for a one-style model).
+    pub fn style_names(&self, index: usize) -> &[String] {
+        &self.entries[index].style_names
     }
 }
 
@@ -106,17 +121,28 @@ pub fn load_all(dir: &Path, device: Device, precision: Precision) -> Result<Load
     for (name, path, style_image) in found {
         let loaded = guard::catch(|| {
             let net = Stylizer::load(&path, device, precision)?;
-            let preview = preview(&net, &preview_photo)?;
-            Ok((net, preview))
+            let previews = (0..net.style_names().len())
+                .map(|i| preview(&net, &StyleMix::One(i), &preview_photo))
+                .collect::<Result<Vec<_>>>()?;
+            Ok((net, previews))
         });
         match loaded {
-            Ok((net, preview)) => {
+            Ok((net, previews)) => {
+                let style_names = net.style_names().to_vec();
                 let info = ModelInfo {
                     name,
-                    styles: Vec::new(),
+                    styles: if style_names.len() > 1 {
+                        style_names.clone()
+                    } else {
+                        Vec::new()
+                    },
                     style_image,
                 };
-                entries.push((info, preview));
+                entries.push(Entry {
+                    info,
+                    style_names,
+                    previews,
+                });
                 networks.push(net);
             }
             Err(err) => {
@@ -132,7 +158,7 @@ pub fn load_all(dir: &Path, device: Device, precision: Precision) -> Result<Load
     let by_name = entries
         .iter()
         .enumerate()
-        .map(|(i, (info, _))| (info.name.clone(), i))
+        .map(|(i, e)| (e.info.name.clone(), i))
         .collect();
     Ok(Loaded {
         catalog: Catalog { entries, by_name },
@@ -177,9 +203,9 @@ fn is_style_model(header: Option<&serde_json::Value>) -> bool {
         || (format.is_none() && header.get("conv1.conv2d.weight").is_some())
 }
 
-/// The sample photo through a model, as a small JPEG.
-fn preview(net: &Stylizer, photo: &imageio::Picture) -> Result<Vec<u8>> {
-    let stylized = net.stylize(&photo.rgb)?;
+/// The sample photo through one of a model's styles, as a small JPEG.
+fn preview(net: &Stylizer, style: &StyleMix, photo: &imageio::Picture) -> Result<Vec<u8>> {
+    let stylized = net.stylize_as(&photo.rgb, style)?;
     let picture = adjust::finish(photo.clone(), stylized, false, 1.0)?;
     imageio::encode(&picture, OutputFormat::Jpeg, 85)
 }

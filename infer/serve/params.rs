@@ -1,16 +1,20 @@
 //! The query parameters of `/v1/stylize` and `/v1/live`, checked one by one so that a bad
 //! value is a 400 naming the parameter, and an unknown one is not silently ignored.
 use super::errors::ApiError;
-use super::models::{Catalog, ModelInfo};
+use super::models::Catalog;
+use faststyle::conditional::StyleMix;
 use faststyle::imageio::{OutputFormat, DEFAULT_JPEG_QUALITY};
+use faststyle::styles::{self, StyleChoice};
 
 /// What a client asked for.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StyleParams {
     /// Index of the model in the catalog.
     pub model: usize,
-    /// `style=`: a style of a model with several (NAME, INDEX or NAME:W,NAME:W…).
-    pub style: Option<String>,
+    /// `style=` as written (NAME, INDEX or NAME:W,NAME:W…), if given.
+    pub choice: Option<StyleChoice>,
+    /// What the choice means for the model: the style or blend that the network applies.
+    pub style: StyleMix,
     /// Blend with the original, 0…1.
     pub strength: f32,
     /// Keep the original's colours.
@@ -62,8 +66,7 @@ pub fn parse(
     let model = catalog
         .find(name)
         .ok_or_else(|| ApiError::not_found(format!("no model named `{name}` (see /v1/models)")))?;
-    let style = get("style").map(str::to_string);
-    check_style(catalog.info(model), style.as_deref())?;
+    let (choice, style) = style(catalog, model, get("style"))?;
     let strength = match get("strength") {
         None => 1.0,
         Some(v) => match v.parse::<f32>() {
@@ -103,6 +106,7 @@ pub fn parse(
     };
     Ok(StyleParams {
         model,
+        choice,
         style,
         strength,
         preserve_color,
@@ -116,15 +120,39 @@ fn bad(key: &str, value: &str, expected: &str) -> ApiError {
     ApiError::bad_request(format!("parameter `{key}`: `{value}` is not {expected}"))
 }
 
-/// Checks `style=` against the model's styles. Only models with several styles take it; the
-/// choice itself is handed to the worker with the job.
-fn check_style(info: &ModelInfo, style: Option<&str>) -> Result<(), ApiError> {
-    match style {
-        None => Ok(()),
-        Some(s) if info.styles.is_empty() => Err(ApiError::bad_request(format!(
-            "parameter `style`: model `{}` holds one style; `{s}` applies only to models with several",
-            info.name
-        ))),
-        Some(_) => Ok(()),
-    }
+/// Reads `style=` as `infer --style` does and resolves it against the model's styles, with
+/// `infer`'s rule: a one-style model needs no choice (and takes only its own name or 0), a
+/// model with several needs one. Errors list the model's styles.
+fn style(
+    catalog: &Catalog,
+    model: usize,
+    value: Option<&str>,
+) -> Result<(Option<StyleChoice>, StyleMix), ApiError> {
+    let name = &catalog.info(model).name;
+    let names = catalog.style_names(model);
+    let listing = styles::listing(names);
+    let Some(value) = value else {
+        if names.len() > 1 {
+            return Err(ApiError::bad_request(format!(
+                "model `{name}` holds {} styles; choose one with style=NAME|INDEX, or blend them \
+                 with style=NAME:W,NAME:W (its styles: {listing})",
+                names.len()
+            )));
+        }
+        return Ok((None, StyleMix::One(0)));
+    };
+    let refused = |reason: String| {
+        // The listing is added where the reason does not already give it.
+        let reason = if reason.contains("its styles:") {
+            reason
+        } else {
+            format!("{reason} (its styles: {listing})")
+        };
+        ApiError::bad_request(format!("parameter `style`: model `{name}`: {reason}"))
+    };
+    let choice: StyleChoice = value.parse().map_err(&refused)?;
+    // The same resolution as `Stylizer::resolve`, without the file's path, which clients
+    // are not told.
+    let mix = styles::select(Some(&choice), names).map_err(|e| refused(e.to_string()))?;
+    Ok((Some(choice), mix))
 }

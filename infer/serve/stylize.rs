@@ -101,6 +101,7 @@ pub async fn network(
     let job = Job {
         model: params.model,
         style: params.style.clone(),
+        choice: params.choice.clone(),
         rgb: picture.rgb.clone(),
         reply,
     };

@@ -1,9 +1,12 @@
 //! The model worker: one thread that owns the networks and takes jobs from a bounded queue.
-//! On CUDA, waiting jobs for the same model, style and size go through the network together.
+//! On CUDA, waiting jobs for the same model, style (or the same blend) and size go through the
+//! network together.
 use super::metrics::Metrics;
 use crate::guard;
 use crate::model::Stylizer;
 use anyhow::{anyhow, Result};
+use faststyle::conditional::StyleMix;
+use faststyle::styles::StyleChoice;
 use image::RgbImage;
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex};
@@ -28,8 +31,10 @@ pub fn max_batch(device: tch::Device) -> usize {
 pub struct Job {
     /// Index of the model in the catalog.
     pub model: usize,
-    /// The `style=` choice of a model with several styles (none yet: see `params`).
-    pub style: Option<String>,
+    /// The style or blend to apply, resolved from `choice` against the model's styles.
+    pub style: StyleMix,
+    /// `style=` as the client wrote it (what a batch selects; it resolves to `style`).
+    pub choice: Option<StyleChoice>,
     /// The picture, already decoded and scaled.
     pub rgb: RgbImage,
     /// Receives the network's output.
@@ -37,7 +42,8 @@ pub struct Job {
 }
 
 impl Job {
-    /// Whether two jobs can share one pass through the network.
+    /// Whether two jobs can share one pass through the network: the same model, the same
+    /// resolved style or mix (however it was written), the same size.
     fn batches_with(&self, other: &Job) -> bool {
         self.model == other.model
             && self.style == other.style
@@ -144,7 +150,7 @@ fn take_matching(waiting: &mut VecDeque<Job>, first: Job, max: usize) -> Vec<Job
 
 /// Starts the worker thread over the networks; it stops when the queue is closed and empty.
 pub fn spawn(
-    networks: Vec<Stylizer>,
+    mut networks: Vec<Stylizer>,
     queue: Arc<Queue>,
     metrics: Arc<Metrics>,
 ) -> Result<JoinHandle<()>> {
@@ -159,7 +165,7 @@ pub fn spawn(
                     continue;
                 }
                 let start = Instant::now();
-                let results = run(&networks[batch[0].model], &batch);
+                let results = run(&mut networks[batch[0].model], &batch);
                 metrics.observe_batch(batch.len(), start.elapsed());
                 for (job, result) in batch.into_iter().zip(results) {
                     let _ = job.reply.send(result);
@@ -170,11 +176,14 @@ pub fn spawn(
 }
 
 /// One pass through the network; a failure (say, out of memory) is every job's error.
-fn run(net: &Stylizer, batch: &[Job]) -> Vec<Result<RgbImage>> {
+fn run(net: &mut Stylizer, batch: &[Job]) -> Vec<Result<RgbImage>> {
     let outcome = guard::catch(|| {
         if let [job] = batch {
-            Ok(vec![net.stylize(&job.rgb)?])
+            Ok(vec![net.stylize_as(&job.rgb, &job.style)?])
         } else {
+            // Every job of a batch resolves to the same mix, so the first one's choice
+            // selects what the batch gets.
+            net.select(batch[0].choice.as_ref())?;
             net.stylize_batch(&batch.iter().map(|j| &j.rgb).collect::<Vec<_>>())
         }
     });
@@ -192,15 +201,63 @@ mod tests {
     use super::*;
 
     fn job(model: usize, w: u32, h: u32) -> (Job, oneshot::Receiver<Result<RgbImage>>) {
+        styled(model, StyleMix::One(0), None, w, h)
+    }
+
+    fn styled(
+        model: usize,
+        style: StyleMix,
+        choice: Option<&str>,
+        w: u32,
+        h: u32,
+    ) -> (Job, oneshot::Receiver<Result<RgbImage>>) {
         let (reply, rx) = oneshot::channel();
-        let rgb = RgbImage::new(w, h);
         let job = Job {
             model,
-            style: None,
-            rgb,
+            style,
+            choice: choice.map(|c| c.parse().unwrap()),
+            rgb: RgbImage::new(w, h),
             reply,
         };
         (job, rx)
+    }
+
+    #[test]
+    fn a_batch_takes_only_jobs_of_the_same_style_or_the_same_blend() {
+        let queue = Queue::new(10, Arc::new(Metrics::default()));
+        let half = StyleMix::Blend(vec![0.5, 0.5]);
+        let mut receivers = Vec::new();
+        for (style, choice) in [
+            (StyleMix::One(0), "a"),
+            (StyleMix::One(1), "b"),
+            (half.clone(), "a:1,b:1"),
+            (StyleMix::One(0), "0"), // the same style written otherwise
+            (StyleMix::Blend(vec![0.75, 0.25]), "a:3,b:1"),
+            (half.clone(), "b:2,a:2"), // the same mix written otherwise
+            (StyleMix::One(1), "b"),
+        ] {
+            let (j, rx) = styled(0, style, Some(choice), 8, 8);
+            queue.push(j).unwrap();
+            receivers.push(rx);
+        }
+        let choices = |b: &[Job]| -> Vec<String> {
+            b.iter()
+                .map(|j| j.choice.as_ref().unwrap().to_string())
+                .collect()
+        };
+        let batches: Vec<Vec<String>> = (0..4)
+            .map(|_| choices(&queue.take_batch(8).unwrap()))
+            .collect();
+        assert_eq!(
+            batches,
+            [
+                vec!["a", "0"],
+                vec!["b", "b"],
+                vec!["a:1,b:1", "b:2,a:2"],
+                vec!["a:3,b:1"],
+            ]
+        );
+        assert_eq!(queue.depth(), 0);
     }
 
     #[test]

@@ -5,6 +5,9 @@ const $ = (id) => document.getElementById(id);
 const state = {
   token: localStorage.getItem("faststyle.token") || "",
   model: null,
+  models: {}, // name → the model's entry in /v1/models
+  style: null, // the chosen style of a model with several (null for one style)
+  chosen: {}, // model name → the style last chosen in it
   file: null,
   request: null, // AbortController of the photo request in flight
   resultUrl: null,
@@ -55,40 +58,99 @@ async function loadModels() {
   const models = await response.json();
   const list = $("styles");
   list.replaceChildren();
-  for (const model of models) list.append(styleCard(model));
+  state.models = {};
+  for (const model of models) {
+    state.models[model.name] = model;
+    list.append(modelCard(model));
+  }
   setStatus("styles-status", models.length ? "" : "This server has no styles.");
   if (models.length) select(models[0].name);
 }
 
-function styleCard(model) {
-  const card = document.createElement("button");
-  card.type = "button";
-  card.className = "style";
-  card.setAttribute("role", "radio");
-  card.setAttribute("aria-checked", "false");
-  card.dataset.model = model.name;
-  card.title = model.style_image ? model.name + " (" + model.style_image + ")" : model.name;
+function hasStyles(model) {
+  return !!(model && model.styles && model.styles.length > 1);
+}
+
+// A card with a preview; `query` names the model (and style) the preview shows.
+function card(label, query, onClick) {
+  const el = document.createElement("button");
+  el.type = "button";
+  el.className = "style";
+  el.setAttribute("role", "radio");
+  el.setAttribute("aria-checked", "false");
   const img = document.createElement("img");
   img.alt = "";
-  const label = document.createElement("span");
-  label.textContent = model.name;
-  card.append(img, label);
-  card.addEventListener("click", () => select(model.name));
+  const text = document.createElement("span");
+  text.textContent = label;
+  el.append(img, text);
+  el.addEventListener("click", onClick);
   // Fetched with the token (an <img src> could not send it).
-  fetch("v1/preview?model=" + encodeURIComponent(model.name), { headers: authHeaders() })
+  fetch("v1/preview?" + query, { headers: authHeaders() })
     .then((r) => (r.ok ? r.blob() : null))
     .then((blob) => { if (blob) img.src = URL.createObjectURL(blob); })
     .catch(() => {});
-  return card;
+  return el;
+}
+
+function modelCard(model) {
+  const query = new URLSearchParams({ model: model.name });
+  // A model with several styles shows its first one and how many it holds.
+  if (hasStyles(model)) query.set("style", model.styles[0]);
+  const c = card(model.name, query, () => select(model.name));
+  c.dataset.model = model.name;
+  c.title = model.style_image ? model.name + " (" + model.style_image + ")" : model.name;
+  if (hasStyles(model)) {
+    c.dataset.styles = String(model.styles.length);
+    const count = document.createElement("span");
+    count.className = "count";
+    count.textContent = " · " + model.styles.length + " styles";
+    c.querySelector("span").append(count);
+  }
+  return c;
 }
 
 function select(name) {
   state.model = name;
-  for (const card of $("styles").children) {
-    card.setAttribute("aria-checked", String(card.dataset.model === name));
+  for (const c of $("styles").children) {
+    c.setAttribute("aria-checked", String(c.dataset.model === name));
+  }
+  const model = state.models[name];
+  const picker = $("style-picker");
+  if (hasStyles(model)) {
+    const chosen = state.chosen[name];
+    state.style = model.styles.includes(chosen) ? chosen : model.styles[0];
+    if (picker.dataset.model !== name) {
+      picker.dataset.model = name;
+      picker.replaceChildren(...model.styles.map((style) => {
+        const query = new URLSearchParams({ model: name, style });
+        const c = card(style, query, () => pickStyle(style));
+        c.dataset.style = style;
+        return c;
+      }));
+    }
+    $("model-styles-label").textContent = "Styles in " + name;
+    $("model-styles").hidden = false;
+    markStyle();
+  } else {
+    state.style = null;
+    $("model-styles").hidden = true;
   }
   stylizePhoto();
   updateLive();
+}
+
+function pickStyle(style) {
+  state.style = style;
+  state.chosen[state.model] = style;
+  markStyle();
+  stylizePhoto();
+  updateLive();
+}
+
+function markStyle() {
+  for (const c of $("style-picker").children) {
+    c.setAttribute("aria-checked", String(c.dataset.style === state.style));
+  }
 }
 
 // ---- options --------------------------------------------------------------------------
@@ -96,6 +158,7 @@ function select(name) {
 function options() {
   const params = new URLSearchParams();
   params.set("model", state.model);
+  if (state.style !== null) params.set("style", state.style);
   const strength = Number($("strength").value) / 100;
   if (strength < 1) params.set("strength", String(strength));
   if ($("preserve").checked) params.set("preserve_color", "true");
@@ -162,7 +225,8 @@ async function stylizePhoto(attempt = 0) {
     const link = $("download");
     const stem = (state.file.name || "photo").replace(/\.[^.]*$/, "");
     link.href = state.resultUrl;
-    link.download = stem + "-" + state.model.replace(/\//g, "-") + "." + (EXTENSIONS[blob.type] || "png");
+    const look = state.style === null ? state.model : state.model + "-" + state.style;
+    link.download = stem + "-" + look.replace(/\//g, "-") + "." + (EXTENSIONS[blob.type] || "png");
     link.hidden = false;
     const seconds = ((performance.now() - started) / 1000).toFixed(2);
     setStatus("photo-status", "Stylized · " + result.naturalWidth + "×" + result.naturalHeight + " in " + seconds + " s");
