@@ -1,7 +1,7 @@
 //! The frozen VGG16 loss network (torchvision's `features` up to relu4_3) and its weights.
 use crate::{checkpoint, device};
 use anyhow::{bail, Result};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use tch::{nn, Device, Kind, Tensor};
 
 /// Indices in torchvision's `vgg16().features` of the ten convolutions the losses use.
@@ -22,6 +22,65 @@ const CHANNELS: [(i64, i64); 10] = [
 pub const MEAN: [f64; 3] = [0.485, 0.456, 0.406];
 /// ImageNet standard deviation of the RGB channels, on the 0…1 scale.
 pub const STD: [f64; 3] = [0.229, 0.224, 0.225];
+
+/// Environment variable that names the VGG16 weights file.
+pub const ENV_VAR: &str = "FASTSTYLE_VGG16";
+/// File name of the VGG16 weights in the folders searched.
+pub const FILE_NAME: &str = "vgg16.safetensors";
+
+/// The files searched for the VGG16 weights when neither `--vgg` nor [`ENV_VAR`] names one,
+/// in order: `checkpoints/` of the current folder, of this repository (where the set-up
+/// writes them, known from the build), and the per-user data folder
+/// (`$XDG_DATA_HOME/faststyle`, by default `~/.local/share/faststyle`).
+pub fn search_path() -> Vec<PathBuf> {
+    let mut paths = vec![
+        Path::new("checkpoints").join(FILE_NAME),
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("checkpoints")
+            .join(FILE_NAME),
+    ];
+    let xdg = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute());
+    let home = std::env::var_os("HOME").map(|h| Path::new(&h).join(".local/share"));
+    if let Some(data) = xdg.or(home) {
+        paths.push(data.join("faststyle").join(FILE_NAME));
+    }
+    paths
+}
+
+/// Finds the VGG16 weights: `explicit` (`--vgg`) when given, else the file that
+/// `$FASTSTYLE_VGG16` names, else the first of [`search_path`] that exists. When none is
+/// found, the error lists every place looked at, in order.
+pub fn locate(explicit: Option<&Path>) -> Result<PathBuf> {
+    let (path, source) = match (
+        explicit,
+        std::env::var_os(ENV_VAR).filter(|v| !v.is_empty()),
+    ) {
+        (Some(path), _) => (path.to_path_buf(), "--vgg"),
+        (None, Some(var)) => (PathBuf::from(var), ENV_VAR),
+        (None, None) => {
+            let paths = search_path();
+            if let Some(found) = paths.iter().find(|p| p.is_file()) {
+                return Ok(found.clone());
+            }
+            let looked: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+            bail!(
+                "VGG16 weights not found: looked for --vgg FILE, then ${ENV_VAR}, then {}; \
+                 `bash scripts/setup.sh` fetches them",
+                looked.join(", then ")
+            );
+        }
+    };
+    if !path.is_file() {
+        bail!(
+            "{}: VGG16 weights not found (given by {source}); `bash scripts/setup.sh` fetches \
+             them into checkpoints/",
+            path.display()
+        );
+    }
+    Ok(path)
+}
 
 /// Features of relu1_2, relu2_2, relu3_3 and relu4_3.
 pub struct Features {

@@ -2,40 +2,13 @@
 //! written by the test in the real file format.
 mod common;
 
-use common::{bin, stderr, write_image};
+use common::{bin, stderr, write_image, write_random_vgg};
 use faststyle::checkpoint;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 use tch::{Kind, Tensor};
-
-const VGG_SHAPES: [(usize, i64, i64); 10] = [
-    (0, 3, 64),
-    (2, 64, 64),
-    (5, 64, 128),
-    (7, 128, 128),
-    (10, 128, 256),
-    (12, 256, 256),
-    (14, 256, 256),
-    (17, 256, 512),
-    (19, 512, 512),
-    (21, 512, 512),
-];
-
-/// Random VGG16 weights (He-scaled, so that activations neither vanish nor explode).
-fn write_random_vgg(path: &Path, seed: i64) {
-    tch::manual_seed(seed);
-    let mut tensors = Vec::new();
-    for (i, c_in, c_out) in VGG_SHAPES {
-        let std = (2.0 / (c_in * 9) as f64).sqrt();
-        let w = Tensor::randn([c_out, c_in, 3, 3], (Kind::Float, tch::Device::Cpu)) * std;
-        let b = Tensor::randn([c_out], (Kind::Float, tch::Device::Cpu)) * 0.01;
-        tensors.push((format!("features.{i}.weight"), w));
-        tensors.push((format!("features.{i}.bias"), b));
-    }
-    checkpoint::write(path, &tensors, &Default::default(), Kind::Float).unwrap();
-}
 
 /// A scratch folder with a dataset of `photos` images of `side`², a style image and VGG weights.
 struct Setup {

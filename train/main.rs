@@ -1,13 +1,20 @@
-//! `train`: fits a transformer network to one style image over a folder of photos.
+//! `train`: fits a transformer network to one style image over a folder of photos, or
+//! (`--preview`) shows in a minute what those losses make of one photo.
 mod args;
 mod logger;
+mod preview;
+mod resume;
 mod trainer;
 
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let args = args::Args::parse_args();
-    match trainer::run(args) {
+    let result = match args.preview.clone() {
+        Some(photo) => preview::run(&args, &photo),
+        None => trainer::run(args),
+    };
+    match result {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err:#}");

@@ -141,3 +141,31 @@ pub fn ycbcr(p: &Rgb<u8>) -> [f64; 3] {
         128.0 + 0.5 * r - 0.418_688 * g - 0.081_312 * b,
     ]
 }
+
+const VGG_SHAPES: [(usize, i64, i64); 10] = [
+    (0, 3, 64),
+    (2, 64, 64),
+    (5, 64, 128),
+    (7, 128, 128),
+    (10, 128, 256),
+    (12, 256, 256),
+    (14, 256, 256),
+    (17, 256, 512),
+    (19, 512, 512),
+    (21, 512, 512),
+];
+
+/// Random VGG16 weights in the real file format (He-scaled, so that activations neither
+/// vanish nor explode).
+pub fn write_random_vgg(path: &Path, seed: i64) {
+    tch::manual_seed(seed);
+    let mut tensors = Vec::new();
+    for (i, c_in, c_out) in VGG_SHAPES {
+        let std = (2.0 / (c_in * 9) as f64).sqrt();
+        let w = Tensor::randn([c_out, c_in, 3, 3], (Kind::Float, Device::Cpu)) * std;
+        let b = Tensor::randn([c_out], (Kind::Float, Device::Cpu)) * 0.01;
+        tensors.push((format!("features.{i}.weight"), w));
+        tensors.push((format!("features.{i}.bias"), b));
+    }
+    checkpoint::write(path, &tensors, &Default::default(), Kind::Float).unwrap();
+}
