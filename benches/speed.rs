@@ -143,6 +143,13 @@ struct TrainStepArgs {
     style_weight: f64,
     #[arg(long, default_value_t = 0.0)]
     tv_weight: f64,
+    /// Adam's implementation: fused (libtorch's multi-tensor kernel, as `train`) or loop
+    /// (one small operation at a time, the update of torch.optim.Adam's for-loop).
+    #[arg(long, default_value = "fused", value_parser = ["fused", "loop"])]
+    adam: String,
+    /// Copy batches to CUDA from pageable memory, waiting (as before pinned copies).
+    #[arg(long)]
+    no_pin: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -398,6 +405,7 @@ fn train_step(a: &TrainStepArgs) -> Result<()> {
     let style = data::load_style(&a.style, a.style_size)?.to_device(device);
     let style_grams = loss::style_targets(&vgg, &style);
     let mut adam = Adam::new(checkpoint::variables(&vs), a.lr);
+    adam.fused = a.adam == "fused";
     let config = LoaderConfig {
         batch_size: a.batch_size,
         image_size: a.image_size,
@@ -418,6 +426,7 @@ fn train_step(a: &TrainStepArgs) -> Result<()> {
         weights,
         precision,
         device,
+        pinned_copies: !a.no_pin,
     };
     // Losses stay on the device: no host synchronisation inside the timed steps.
     let mut sums = Tensor::zeros([4], (Kind::Float, device));
@@ -432,7 +441,7 @@ fn train_step(a: &TrainStepArgs) -> Result<()> {
             let _ = sums.zero_();
         }
         let batch = loader.next_batch().context("no photo could be read")?;
-        let losses = stepper.run(&batch.images, &mut adam, &mut scaler);
+        let losses = stepper.run(&batch.images, &mut adam, &mut scaler)?;
         last = Tensor::stack(
             &[&losses.content, &losses.style, &losses.tv, &losses.total],
             0,
@@ -452,14 +461,14 @@ fn train_step(a: &TrainStepArgs) -> Result<()> {
     let last = read(&last)?;
     emit(json!({
         "bench": "train-step", "impl": "faststyle", "device": device_name(device),
-        "precision": precision.to_string(), "image_size": a.image_size,
+        "precision": precision.to_string(), "adam": a.adam, "pinned": !a.no_pin, "image_size": a.image_size,
         "batch_size": a.batch_size, "iterations": a.iterations, "warmup": a.warmup,
         "steps": a.warmup + a.iterations, "seed": a.seed, "files": files,
         "threads": tch::get_num_threads(), "loader_threads": rayon::current_num_threads(),
         "images": images, "seconds": elapsed, "images_per_s": images as f64 / elapsed,
         "ms_per_step": elapsed * 1e3 / a.iterations as f64,
         "losses_last": losses_json(&last), "losses_mean_timed": losses_json(&mean),
-        "skipped_updates": scaler.skipped,
+        "skipped_updates": scaler.skipped, "retried_batches": scaler.retried,
     }));
     Ok(())
 }

@@ -38,9 +38,7 @@ impl Stylizer {
 
     /// Stylizes one picture; the result has the picture's size.
     pub fn stylize(&self, rgb: &RgbImage) -> Result<RgbImage> {
-        let x = imageio::to_tensor(rgb)
-            .to_device(self.device)
-            .to_kind(self.kind);
+        let x = imageio::to_device_tensor(rgb, self.device, self.kind);
         let y = tch::no_grad(|| self.net.forward(&x));
         imageio::from_tensor(&y)
     }

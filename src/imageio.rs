@@ -147,12 +147,19 @@ fn skip_entropy_coded(bytes: &[u8], start: usize) -> Option<usize> {
 
 /// An RGB image as a 1×3×H×W float tensor of pixel values 0…255 on the CPU.
 pub fn to_tensor(image: &RgbImage) -> Tensor {
+    to_device_tensor(image, tch::Device::Cpu, Kind::Float)
+}
+
+/// An RGB image as a 1×3×H×W tensor of pixel values 0…255 of `kind` on `device`. The bytes
+/// cross to the device as they are (a quarter of float32's size) and are converted there.
+pub fn to_device_tensor(image: &RgbImage, device: tch::Device, kind: Kind) -> Tensor {
     let (w, h) = image.dimensions();
     Tensor::from_slice(image.as_raw())
-        .view([i64::from(h), i64::from(w), 3])
-        .permute([2, 0, 1])
-        .unsqueeze(0)
-        .to_kind(Kind::Float)
+        .to_device(device)
+        .view([1, i64::from(h), i64::from(w), 3])
+        .permute([0, 3, 1, 2])
+        .contiguous()
+        .to_kind(kind)
 }
 
 /// A 1×3×H×W (or 3×H×W) tensor of pixel values as an RGB image: clamped to 0…255, rounded.

@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod data;
 pub mod device;
 pub mod fsutil;
+pub mod fused;
 pub mod gatys;
 pub mod imageio;
 pub mod loss;

@@ -5,6 +5,7 @@ use crate::loss::{self, LossWeights, Losses};
 use crate::optim::Adam;
 use crate::transformer::TransformerNet;
 use crate::vgg::Vgg16;
+use anyhow::Result;
 use tch::nn::Module;
 use tch::{Device, Kind, Tensor};
 
@@ -22,39 +23,67 @@ pub struct Step<'a> {
     pub precision: Precision,
     /// Where the networks live.
     pub device: Device,
+    /// Whether a batch crosses to a CUDA device from pinned memory without waiting (else the
+    /// copy waits for the device's queued work, which stalls the step's launches).
+    pub pinned_copies: bool,
 }
 
 impl Step<'_> {
     /// Trains on one batch (N×3×S×S, uint8, any device); returns the losses computed before
     /// the update. The losses stay on the device: reading them is the caller's choice.
-    pub fn run(&self, images: &Tensor, adam: &mut Adam, scaler: &mut LossScaler) -> Losses {
-        let x = device::channels_last(&images.to_device(self.device).to_kind(Kind::Float));
+    ///
+    /// Under fp16 loss scaling, a batch whose gradients overflow is tried again at half the
+    /// scale (up to [`LossScaler::MAX_TRIES`] times) rather than skipped, so that an fp16 run
+    /// makes the same updates on the same batches as a float32 one.
+    pub fn run(&self, images: &Tensor, adam: &mut Adam, scaler: &mut LossScaler) -> Result<Losses> {
+        let on_device = if self.pinned_copies && self.device.is_cuda() {
+            images
+                .pin_memory(self.device)
+                .to_device_(self.device, images.kind(), true, false)
+        } else {
+            images.to_device(self.device)
+        };
+        let x = device::channels_last(&on_device.to_kind(Kind::Float));
         let input = match self.precision {
             Precision::Fp32 => x,
             other => x.to_kind(other.kind()),
         };
-        let y = self.net.forward(&input);
-        let losses = loss::perceptual_losses(self.vgg, &input, &y, self.style_grams, self.weights);
-        adam.zero_grad();
-        scaler.backward(&losses.total);
-        // An fp16 overflow skips the update, as torch's GradScaler does.
-        if scaler.unscale_and_check(adam) {
-            adam.step();
+        let mut tries = 0;
+        loop {
+            let y = self.net.forward(&input);
+            let losses =
+                loss::perceptual_losses(self.vgg, &input, &y, self.style_grams, self.weights);
+            adam.zero_grad()?;
+            scaler.backward(&losses.total);
+            tries += 1;
+            if scaler.unscale_and_check(adam)? {
+                adam.step()?;
+                return Ok(losses);
+            }
+            if tries == LossScaler::MAX_TRIES {
+                scaler.skipped += 1;
+                return Ok(losses);
+            }
         }
-        losses
     }
 }
 
-/// Dynamic loss scaling for fp16 (as torch's GradScaler); a no-op in other precisions.
+/// Dynamic loss scaling for fp16 (as torch's GradScaler, but an overflow retries the batch
+/// at a lower scale instead of skipping it); a no-op in other precisions.
 pub struct LossScaler {
     scale: f64,
     enabled: bool,
     good_steps: u32,
-    /// Updates skipped because the gradients overflowed.
+    /// Batches whose gradients overflowed at every scale tried (their update was skipped).
     pub skipped: u64,
+    /// Batches tried again at a lower scale after an overflow.
+    pub retried: u64,
 }
 
 impl LossScaler {
+    /// Tries of one batch before its update is skipped (the scale halves at each).
+    pub const MAX_TRIES: u32 = 24;
+
     /// A scaler that is active only for fp16.
     pub fn new(precision: Precision) -> Self {
         Self {
@@ -62,6 +91,7 @@ impl LossScaler {
             enabled: precision == Precision::Fp16,
             good_steps: 0,
             skipped: 0,
+            retried: 0,
         }
     }
 
@@ -73,24 +103,23 @@ impl LossScaler {
         }
     }
 
-    /// Unscales the gradients; false when they overflowed (the update must be skipped).
-    fn unscale_and_check(&mut self, adam: &mut Adam) -> bool {
+    /// Unscales the gradients; false when they overflowed (the scale is then halved).
+    fn unscale_and_check(&mut self, adam: &mut Adam) -> Result<bool> {
         if !self.enabled {
-            return true;
+            return Ok(true);
         }
-        adam.scale_grads(1.0 / self.scale);
-        if adam.grads_finite() {
+        if adam.unscale_grads(1.0 / self.scale)? {
             self.good_steps += 1;
             if self.good_steps == 2000 {
                 self.scale *= 2.0;
                 self.good_steps = 0;
             }
-            true
+            Ok(true)
         } else {
             self.scale /= 2.0;
             self.good_steps = 0;
-            self.skipped += 1;
-            false
+            self.retried += 1;
+            Ok(false)
         }
     }
 }

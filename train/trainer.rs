@@ -229,6 +229,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         weights,
         precision,
         device,
+        pinned_copies: true,
     };
     let mut sums = Tensor::zeros([4], (Kind::Float, device));
     let mut since_log = 0u64;
@@ -255,7 +256,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 skipped.insert(path);
             }
         }
-        let losses = stepper.run(&batch.images, &mut adam, &mut scaler);
+        let losses = stepper.run(&batch.images, &mut adam, &mut scaler)?;
         step += 1;
         let epoch = if batch.next.index == 0 {
             batch.next.epoch - 1
@@ -319,6 +320,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
     logger.bar.finish_and_clear();
     if !skipped.is_empty() {
         eprintln!("skipped {} unreadable photo(s)", skipped.len());
+    }
+    if scaler.retried > 0 || scaler.skipped > 0 {
+        eprintln!(
+            "fp16 loss scaling: {} batch(es) tried again at a lower scale, {} update(s) skipped",
+            scaler.retried, scaler.skipped
+        );
     }
     if interrupted.load(Ordering::SeqCst) {
         if step > saved_at {
