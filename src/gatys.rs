@@ -5,6 +5,7 @@ use crate::device::Precision;
 use crate::loss::{self, LossWeights, Losses};
 use crate::optim::Adam;
 use crate::vgg::Vgg16;
+use anyhow::Result;
 use tch::{Kind, Tensor};
 
 /// Adam's learning rate on 0…255 pixels. Adam rather than L-BFGS: measured on a 256-pixel
@@ -53,17 +54,17 @@ impl<'a> Gatys<'a> {
     }
 
     /// One Adam step on the pixels; returns the losses of the image before the step.
-    pub fn step(&mut self) -> Losses {
+    pub fn step(&mut self) -> Result<Losses> {
         let y = self.pixels.to_kind(self.kind);
         let losses =
             loss::losses_against(self.vgg, &self.content, &y, self.style_grams, self.weights);
-        self.adam.zero_grad();
+        self.adam.zero_grad()?;
         losses.total.backward();
-        self.adam.step();
+        self.adam.step()?;
         tch::no_grad(|| {
             let _ = self.pixels.clamp_(0.0, 255.0);
         });
-        losses
+        Ok(losses)
     }
 
     /// The image as it stands (1×3×H×W, float32, 0…255).

@@ -85,7 +85,7 @@ pub fn run(args: &Args, photo: &Path) -> Result<ExitCode> {
     let mut first = None;
     let mut done = 0;
     while done < steps && !interrupted.load(Ordering::SeqCst) {
-        let losses = gatys.step();
+        let losses = gatys.step()?;
         done += 1;
         bar.set_position(done);
         if done % log_every == 0 || done == 1 || done == steps {
