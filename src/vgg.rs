@@ -2,6 +2,7 @@
 use crate::{checkpoint, device};
 use anyhow::{bail, Result};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use tch::{nn, Device, Kind, Tensor};
 
 /// Indices in torchvision's `vgg16().features` of the ten convolutions the losses use.
@@ -104,6 +105,9 @@ impl Features {
 /// VGG16's first thirteen layers with frozen ImageNet weights.
 pub struct Vgg16 {
     convs: Vec<(Tensor, Tensor)>,
+    /// The weights cast once to the first half precision asked for (the network is frozen,
+    /// so casting them at every pass, twice a step, would be wasted work).
+    half: OnceLock<(Kind, Vec<(Tensor, Tensor)>)>,
     mean: Tensor,
     std: Tensor,
     _vs: nn::VarStore,
@@ -144,6 +148,7 @@ impl Vgg16 {
         };
         Ok(Self {
             convs,
+            half: OnceLock::new(),
             mean: stat(MEAN),
             std: stat(STD),
             _vs: vs,
@@ -157,17 +162,30 @@ impl Vgg16 {
     }
 
     fn conv(&self, x: &Tensor, i: usize) -> Tensor {
+        let (w, b) = self.weights(i, x.kind());
+        x.conv2d(&w, Some(b), [1, 1], [1, 1], [1, 1], 1).relu()
+    }
+
+    /// Convolution `i`'s weight and bias in `kind`.
+    fn weights(&self, i: usize, kind: Kind) -> (Tensor, Tensor) {
         let (w, b) = &self.convs[i];
-        let kind = x.kind();
-        x.conv2d(
-            &w.to_kind(kind),
-            Some(b.to_kind(kind)),
-            [1, 1],
-            [1, 1],
-            [1, 1],
-            1,
-        )
-        .relu()
+        if kind == Kind::Float {
+            return (w.shallow_clone(), b.shallow_clone());
+        }
+        let (k, cast) = self.half.get_or_init(|| {
+            let convs = self.convs.iter();
+            (
+                kind,
+                convs
+                    .map(|(w, b)| (w.to_kind(kind), b.to_kind(kind)))
+                    .collect(),
+            )
+        });
+        if *k == kind {
+            (cast[i].0.shallow_clone(), cast[i].1.shallow_clone())
+        } else {
+            (w.to_kind(kind), b.to_kind(kind))
+        }
     }
 
     fn pool(x: Tensor) -> Tensor {
