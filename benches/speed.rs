@@ -417,12 +417,14 @@ fn train_step(a: &TrainStepArgs) -> Result<()> {
         content: a.content_weight,
         style: a.style_weight,
         tv: a.tv_weight,
+        stability: 0.0,
     };
     let mut scaler = LossScaler::new(precision);
     let stepper = Step {
         net: &net,
         vgg: &vgg,
         style_grams: &style_grams,
+        style: 0,
         weights,
         precision,
         device,
@@ -612,6 +614,7 @@ fn save_model(a: &SaveModelArgs) -> Result<()> {
     let _net = TransformerNet::new(&vs.root());
     let info = ModelInfo {
         style: "random".into(),
+        styles: Vec::new(),
         iterations: 0,
         content_weight: 1e5,
         style_weight: 1e10,

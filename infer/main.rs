@@ -1,4 +1,5 @@
-//! `infer`: stylizes photos with a trained style model, one forward pass per image.
+//! `infer`: stylizes photos and videos with a trained style model, one forward pass per
+//! image or frame.
 //!
 //! Options are parsed here and every error is reported here; planning the outputs, the
 //! decode → network → encode pipeline and the model live in the modules beside this file,
@@ -7,15 +8,22 @@
 //! Exit status: 0 when every input was stylized; 1 when some inputs failed (each reported as
 //! `error: PATH: reason`, the others still written); 2 when nothing could start (bad options,
 //! unreadable or invalid checkpoint, device unavailable); 130 when interrupted by Ctrl-C.
+mod adjust;
+mod alloc;
 mod guard;
 mod model;
 mod pipeline;
 mod plan;
+mod serve;
+mod shard;
+mod sheet;
+mod video;
 
 use anyhow::{Context, Result};
 use clap::Parser;
 use faststyle::device::{self, DeviceChoice, Precision};
 use faststyle::progress;
+use faststyle::styles::StyleChoice;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,22 +36,29 @@ const EXIT_FATAL: u8 = 2;
 /// Exit status after Ctrl-C (128 + SIGINT, as shells report it).
 const EXIT_INTERRUPTED: u8 = 130;
 
-/// Stylize photos with a trained style model.
+/// Stylize photos and videos with a trained style model.
 ///
 /// With one input file, --output is the output file (default NAME-stylized.EXT beside the
 /// input); its extension picks the format. Otherwise --output is a folder (default
 /// `stylized`), and each output keeps its input's path relative to the folder given (a loose
 /// file keeps its name), its name and its format; a format that cannot be written becomes PNG.
-/// Folders are walked recursively for image files; hidden files and folders are skipped.
+/// Folders are walked recursively for image and video files; hidden files and folders are
+/// skipped. Videos (mp4, mov, m4v, mkv, webm, avi; animated GIF and WebP) go through ffmpeg:
+/// $FASTSTYLE_FFMPEG, else ffmpeg on PATH, else the project's .venv/bin/ffmpeg.
 #[derive(Parser, Debug)]
 #[command(name = "infer", version, about, long_about)]
 struct Args {
     /// Style model (.safetensors) written by `train` or converted from PyTorch.
-    #[arg(short = 'c', long, value_name = "FILE")]
-    checkpoint: PathBuf,
+    #[arg(
+        short = 'c',
+        long,
+        value_name = "FILE",
+        required_unless_present = "serve"
+    )]
+    checkpoint: Option<PathBuf>,
 
-    /// Image files and folders to stylize.
-    #[arg(required = true, value_name = "INPUT")]
+    /// Image and video files and folders to stylize.
+    #[arg(value_name = "INPUT", required_unless_present = "serve")]
     inputs: Vec<PathBuf>,
 
     /// Output file (one input file) or folder (several inputs or a folder; default `stylized`).
@@ -70,10 +85,76 @@ struct Args {
     #[arg(long, default_value_t = 1.0, value_name = "F", value_parser = parse_strength)]
     strength: f32,
 
+    /// Constant rate factor of stylized videos (H.264: 0 lossless … 51, VP9: 0 … 63).
+    #[arg(long, default_value_t = 18, value_name = "N",
+          value_parser = clap::value_parser!(u8).range(0..=63))]
+    crf: u8,
+
     /// JPEG quality of written JPEG files, 1 to 100.
     #[arg(long, default_value_t = faststyle::imageio::DEFAULT_JPEG_QUALITY, value_name = "Q",
           value_parser = clap::value_parser!(u8).range(1..=100))]
     quality: u8,
+
+    /// Style of a multi-style model: NAME or INDEX, or a blend NAME:W,NAME:W… (weights
+    /// normalised to sum 1). A one-style model takes only its own name (or 0).
+    #[arg(long, value_name = "STYLE", conflicts_with = "sheet")]
+    style: Option<StyleChoice>,
+
+    /// Write one picture of the input photo and the photo in every style of the model,
+    /// each labelled with its name (--output: the picture; default NAME-sheet.EXT).
+    #[arg(long)]
+    sheet: bool,
+
+    /// Tiles for large photos, in bounded memory with the untiled result: `auto` (photos over
+    /// 3 megapixels, in 512-pixel tiles), `off`, or a tile side N (photos with a side over N).
+    #[arg(long, default_value = "auto", value_name = "N")]
+    tile: faststyle::tiled::Tiling,
+
+    /// Only the inputs of shard K of N (a stable hash of each input's path under its folder):
+    /// K/N, `auto` (a Slurm job array's task id and count) or `auto/N` (Kubernetes'
+    /// JOB_COMPLETION_INDEX, or Slurm's task id, with N shards).
+    #[arg(long, value_name = "K/N")]
+    shard: Option<shard::ShardSpec>,
+
+    /// Skip the inputs whose output file already exists (a restarted batch worker does only
+    /// what is missing; outputs are written whole, by rename).
+    #[arg(long)]
+    skip_existing: bool,
+
+    /// Serve a web page and an HTTP API at HOST:PORT instead (e.g. 127.0.0.1:8080).
+    #[arg(long, value_name = "ADDR", requires = "models", help_heading = "Server",
+          conflicts_with_all = ["checkpoint", "inputs", "output", "max_size", "preserve_color"])]
+    serve: Option<String>,
+
+    /// Folder of style models to serve (every *.safetensors below it).
+    #[arg(long, value_name = "DIR", requires = "serve", help_heading = "Server")]
+    models: Option<PathBuf>,
+
+    /// Require `Authorization: Bearer T` on every API call.
+    #[arg(
+        long,
+        value_name = "T",
+        env = "FASTSTYLE_TOKEN",
+        hide_env_values = true,
+        requires = "serve",
+        help_heading = "Server"
+    )]
+    token: Option<String>,
+
+    /// Largest upload in MiB.
+    #[arg(long, default_value_t = 20, value_name = "N", help_heading = "Server",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_upload_mb: u64,
+
+    /// Largest image in pixels (larger ones need the request's max_size).
+    #[arg(long, default_value_t = 40_000_000, value_name = "N", help_heading = "Server",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_pixels: u64,
+
+    /// How many requests may wait for the network; more are answered 503.
+    #[arg(long, default_value_t = 16, value_name = "N", help_heading = "Server",
+          value_parser = clap::value_parser!(u64).range(1..10_000))]
+    queue: u64,
 }
 
 fn parse_strength(s: &str) -> Result<f32, String> {
@@ -85,9 +166,23 @@ fn parse_strength(s: &str) -> Result<f32, String> {
 }
 
 fn main() -> ExitCode {
+    alloc::keep_freed_memory();
     guard::install_quiet_hook();
     let args = Args::parse();
-    match run(&args) {
+    let outcome = match (&args.serve, &args.models) {
+        (Some(addr), Some(models)) => serve::run(serve::Options {
+            addr: addr.clone(),
+            models: models.clone(),
+            token: args.token.clone(),
+            max_upload_mb: args.max_upload_mb,
+            max_pixels: args.max_pixels,
+            queue: args.queue as usize,
+            device: args.device,
+            precision: args.precision,
+        }),
+        _ => run(&args),
+    };
+    match outcome {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
             eprintln!("error: {}", one_line(&err));
@@ -101,11 +196,52 @@ fn one_line(err: &anyhow::Error) -> String {
     format!("{err:#}").lines().collect::<Vec<_>>().join(" ")
 }
 
+/// What happens to each image around the network.
+fn options(args: &Args) -> pipeline::Options {
+    pipeline::Options {
+        max_size: args.max_size,
+        preserve_color: args.preserve_color,
+        strength: args.strength,
+        jpeg_quality: args.quality,
+    }
+}
+
 /// Everything after parsing; `Err` means nothing could start.
 fn run(args: &Args) -> Result<u8> {
+    let checkpoint = args
+        .checkpoint
+        .as_deref()
+        .context("--checkpoint is required")?;
     let device = args.device.resolve()?;
     args.precision.check_device(device)?;
-    let plan = plan::plan(&args.inputs, args.output.as_deref())?;
+    if args.sheet {
+        let [input] = args.inputs.as_slice() else {
+            anyhow::bail!(
+                "--sheet takes one photo ({} inputs given)",
+                args.inputs.len()
+            );
+        };
+        let model = model::Stylizer::load(checkpoint, device, args.precision)?;
+        let output = args
+            .output
+            .clone()
+            .unwrap_or_else(|| sheet::default_output(input));
+        sheet::run(input, &output, &model, &options(args))?;
+        return Ok(0);
+    }
+    let mut plan = plan::plan(&args.inputs, args.output.as_deref())?;
+    if let Some(spec) = args.shard {
+        let shard = spec.resolve(|name| std::env::var(name).ok())?;
+        shard::keep_shard(&mut plan, &args.inputs, shard);
+    }
+    let skipped = if args.skip_existing {
+        shard::skip_existing(&mut plan)
+    } else {
+        0
+    };
+    if skipped > 0 {
+        eprintln!("skipped {skipped} inputs whose output exists");
+    }
     let total = plan.jobs.len() + plan.failures.len();
 
     let interrupted = Arc::new(AtomicBool::new(false));
@@ -123,7 +259,10 @@ fn run(args: &Args) -> Result<u8> {
         .context("cannot install the Ctrl-C handler")?;
     }
 
-    let bar = progress::bar(plan.jobs.len() as u64, "images");
+    let (videos, photos): (Vec<&plan::Job>, Vec<&plan::Job>) =
+        plan.jobs.iter().partition(|j| video::is_video(&j.input));
+    let noun = if videos.is_empty() { "images" } else { "files" };
+    let bar = progress::bar(plan.jobs.len() as u64, noun);
     if plan.jobs.len() <= 1 {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
@@ -140,28 +279,39 @@ fn run(args: &Args) -> Result<u8> {
     let model = if plan.jobs.is_empty() {
         None
     } else {
-        Some(model::Stylizer::load(
-            &args.checkpoint,
-            device,
-            args.precision,
-        )?)
+        let mut model =
+            model::Stylizer::load(checkpoint, device, args.precision)?.with_tiling(args.tile);
+        model.select(args.style.as_ref())?;
+        Some(model)
     };
     for failure in plan.failures {
         report(&failure.path, Err(failure.error));
     }
     if let Some(model) = model {
         device::tune_for(device);
-        let options = pipeline::Options {
+        let photos: Vec<plan::Job> = photos.into_iter().cloned().collect();
+        pipeline::run(
+            &photos,
+            &model,
+            &options(args),
+            &interrupted,
+            |path, outcome| {
+                bar.inc(1);
+                report(path, outcome);
+            },
+        );
+        let video_options = video::Options {
             max_size: args.max_size,
             preserve_color: args.preserve_color,
             strength: args.strength,
-            jpeg_quality: args.quality,
+            crf: args.crf,
         };
-        pipeline::run(
-            &plan.jobs,
+        video::run(
+            &videos,
             &model,
-            &options,
+            &video_options,
             &interrupted,
+            &bar,
             |path, outcome| {
                 bar.inc(1);
                 report(path, outcome);
@@ -172,11 +322,11 @@ fn run(args: &Args) -> Result<u8> {
 
     let interrupted = interrupted.load(Ordering::SeqCst);
     if interrupted {
-        eprintln!("interrupted: stylized {succeeded} of {total} images");
+        eprintln!("interrupted: stylized {succeeded} of {total} {noun}");
         return Ok(EXIT_INTERRUPTED);
     }
     if total > 1 {
-        eprintln!("stylized {succeeded} of {total} images");
+        eprintln!("stylized {succeeded} of {total} {noun}");
     }
     Ok(if failed > 0 { EXIT_SOME_FAILED } else { 0 })
 }

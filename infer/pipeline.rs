@@ -1,6 +1,7 @@
 //! Many images through one network: decoding runs in parallel ahead of the network, the
 //! network on this thread one image at a time, encoding and writing in parallel behind it.
 //! Both queues are bounded, so memory stays flat however many files there are.
+use crate::adjust;
 use crate::guard;
 use crate::model::Stylizer;
 use crate::plan::Job;
@@ -95,26 +96,12 @@ pub fn run(
 
 /// Reads an input and scales it to the size limit.
 fn decode(job: &Job, options: &Options) -> Result<Picture> {
-    let picture = imageio::read(&job.input)?;
-    match options.max_size {
-        Some(max) => imageio::fit_within(picture, max),
-        None => Ok(picture),
-    }
+    adjust::prepare(imageio::read(&job.input)?, options.max_size)
 }
 
 /// Applies the colour options to the network's result and writes it with the input's alpha.
 fn finish(job: &Job, original: Picture, stylized: RgbImage, options: &Options) -> Result<()> {
-    let mut rgb = stylized;
-    if options.preserve_color {
-        rgb = imageio::preserve_color(&rgb, &original.rgb)?;
-    }
-    if options.strength < 1.0 {
-        rgb = imageio::blend(&rgb, &original.rgb, options.strength)?;
-    }
-    let picture = Picture {
-        rgb,
-        alpha: original.alpha,
-    };
+    let picture = adjust::finish(original, stylized, options.preserve_color, options.strength)?;
     if let Some(parent) = job.output.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("cannot create folder {}", parent.display()))?;

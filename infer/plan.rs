@@ -1,5 +1,6 @@
 //! From the command line's inputs and `--output` to a list of (input file, output file) jobs,
 //! with the inputs that cannot be stylized (missing, clashing outputs) as failures.
+use crate::video;
 use anyhow::{anyhow, bail, Error, Result};
 use faststyle::imageio::{self, OutputFormat, WRITABLE_EXTENSIONS};
 use std::collections::{HashMap, HashSet};
@@ -11,7 +12,7 @@ use walkdir::WalkDir;
 pub const DEFAULT_OUTPUT_FOLDER: &str = "stylized";
 
 /// One image to stylize and where its result goes.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Job {
     /// The image file.
     pub input: PathBuf,
@@ -44,6 +45,16 @@ pub fn plan(inputs: &[PathBuf], output: Option<&Path>) -> Result<Plan> {
     let mut plan = if single_file {
         let input = &inputs[0];
         let output = match output {
+            Some(out) if video::is_video(input) => {
+                if !video::can_write(out) {
+                    bail!(
+                        "--output {}: cannot write a video in this format (use one of the extensions {})",
+                        out.display(),
+                        video::WRITABLE
+                    );
+                }
+                out.to_path_buf()
+            }
             Some(out) => {
                 if OutputFormat::from_path(out).is_none() {
                     bail!(
@@ -87,7 +98,7 @@ fn names_folder(path: &Path) -> bool {
 
 /// `NAME-stylized.EXT` beside the input (EXT `png` when the input's format cannot be written).
 fn default_output_file(input: &Path) -> PathBuf {
-    let named = imageio::output_name(input);
+    let named = output_name(input);
     let mut name: OsString = named.file_stem().unwrap_or_default().to_owned();
     name.push("-stylized");
     let ext = named.extension().map(|e| e.to_owned());
@@ -117,7 +128,7 @@ fn collect(inputs: &[PathBuf], folder: &Path) -> Plan {
                 let name = input.file_name().map(Path::new).unwrap_or(input);
                 plan.jobs.push(Job {
                     input: input.clone(),
-                    output: folder.join(imageio::output_name(name)),
+                    output: folder.join(output_name(name)),
                 });
             }
         }
@@ -149,11 +160,15 @@ fn walk(root: &Path, folder: &Path, skip: Option<&Path>, plan: &mut Plan) {
                     e.io_error().map_or(e.to_string(), |io| io.to_string())
                 ),
             }),
-            Ok(e) if e.file_type().is_file() && imageio::has_image_extension(e.path()) => {
+            Ok(e)
+                if e.file_type().is_file()
+                    && (imageio::has_image_extension(e.path())
+                        || video::has_video_extension(e.path())) =>
+            {
                 let rel = e.path().strip_prefix(root).unwrap_or(e.path());
                 plan.jobs.push(Job {
                     input: e.path().to_path_buf(),
-                    output: folder.join(imageio::output_name(rel)),
+                    output: folder.join(output_name(rel)),
                 });
             }
             Ok(_) => {}
@@ -162,8 +177,18 @@ fn walk(root: &Path, folder: &Path, skip: Option<&Path>, plan: &mut Plan) {
     if plan.jobs.len() + plan.failures.len() == before {
         plan.failures.push(Failure {
             path: root.to_path_buf(),
-            error: anyhow!("no image files found in this folder"),
+            error: anyhow!("no image or video files found in this folder"),
         });
+    }
+}
+
+/// The output name of an input: a video keeps its name (and container), an image the name
+/// that [`imageio::output_name`] gives.
+fn output_name(input: &Path) -> PathBuf {
+    if video::has_video_extension(input) {
+        input.to_path_buf()
+    } else {
+        imageio::output_name(input)
     }
 }
 
@@ -243,6 +268,10 @@ mod tests {
         assert_eq!(
             default_output_file(Path::new("photo")),
             Path::new("photo-stylized.png")
+        );
+        assert_eq!(
+            default_output_file(Path::new("clips/holiday.MOV")),
+            Path::new("clips/holiday-stylized.MOV")
         );
     }
 }

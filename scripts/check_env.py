@@ -2,7 +2,7 @@
 import importlib
 import sys
 
-REQUIRED = ["numpy", "safetensors", "tensorboard", "PIL"]
+REQUIRED = ["numpy", "safetensors", "tensorboard", "PIL", "onnx", "onnxruntime", "imageio_ffmpeg"]
 
 import torch  # noqa: E402
 

@@ -2,6 +2,7 @@
 
 usage:
   reference.py stylize --checkpoint F --input IMG --output OUT.safetensors [--precision fp32]
+                       [--style NAME|INDEX]
   reference.py train --checkpoint-init F|none --vgg F --content IMG --style IMG --steps N
                      [--lr 1e-3] [--content-weight 1e5] [--style-weight 1e10] [--tv-weight 0]
                      --out OUT.json [--save-final F]
@@ -39,7 +40,7 @@ def load_image(path):
 
 
 def cmd_stylize(a):
-    net, _ = transformer_from_file(a.checkpoint)
+    net, _ = transformer_from_file(a.checkpoint, a.style)
     net.eval()
     x = load_image(a.input)
     with torch.no_grad():
@@ -124,6 +125,7 @@ def main():
     s.add_argument("--input", required=True)
     s.add_argument("--output", required=True)
     s.add_argument("--precision", default="fp32", choices=["fp32"])
+    s.add_argument("--style", help="style of a multi-style checkpoint (its row, in the example's network)")
     t = sub.add_parser("train", help="the example's training loop on one image, losses to JSON")
     t.add_argument("--checkpoint-init", required=True, help="faststyle safetensors, or 'none'")
     t.add_argument("--vgg", required=True)

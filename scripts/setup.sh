@@ -19,9 +19,24 @@ fi
 # tch builds against this link (see .cargo/config.toml).
 torch_dir="$(.venv/bin/python -c 'import os, torch; print(os.path.dirname(torch.__file__))')"
 ln -sfn "$torch_dir" .venv/libtorch
+# infer finds ffmpeg (for video) here when neither FASTSTYLE_FFMPEG nor PATH names one.
+ffmpeg_exe="$(.venv/bin/python -c 'import imageio_ffmpeg; print(imageio_ffmpeg.get_ffmpeg_exe())')"
+ln -sfn "$ffmpeg_exe" .venv/bin/ffmpeg
 
 echo "setup: building release binaries"
 cargo build --release --bins
+
+# Headless Chromium and its WebDriver for the page's browser test (tests/browser.rs, which
+# says it was skipped without them). Only as root, from the OS packages.
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "setup: installing chromium and chromium-driver (Debian packages)"
+        apt-get update -q >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null
+    else
+        echo "setup: chromium/chromedriver missing (as root: apt-get install chromium chromium-driver); the browser test will be skipped"
+    fi
+fi
 
 bash scripts/fetch_vgg16.sh
 bash scripts/make_sample_dataset.sh

@@ -7,6 +7,8 @@ Differences from the example, none of which change the numbers:
 - Vgg16.forward can stop early (`upto`), for a content pass that needs only relu2_2.
 - normalize_batch does not divide its argument in place (the example uses div_).
 """
+import json
+import os
 from collections import namedtuple
 
 import torch
@@ -111,9 +113,28 @@ class UpsampleConvLayer(torch.nn.Module):
         return out
 
 
-def transformer_from_file(path):
-    """TransformerNet with weights from a faststyle safetensors checkpoint (fp32 on CPU)."""
+def style_names(tensors, meta):
+    """Style names of a faststyle checkpoint in row order (one name for a one-style model)."""
+    if "styles" in meta:
+        return json.loads(meta["styles"])
+    rows = tensors["in1.weight"].shape
+    if len(rows) == 2:
+        return [str(i) for i in range(rows[0])]
+    return [os.path.splitext(meta.get("style", "style"))[0]]
+
+
+def transformer_from_file(path, style=None):
+    """TransformerNet with weights from a faststyle safetensors checkpoint (fp32 on CPU).
+
+    A multi-style checkpoint's instance norms are [N, C]: `style` (a name or an index) picks
+    the row that the example's one-style network gets."""
     tensors, meta = st.load(path)
+    names = style_names(tensors, meta)
+    if len(names) > 1:
+        if style is None:
+            raise ValueError(f"{path}: holds {len(names)} styles ({', '.join(names)}); pick one")
+        row = names.index(style) if style in names else int(style)
+        tensors = {k: (v[row] if v.dim() == 2 else v) for k, v in tensors.items()}
     net = TransformerNet()
     expected = net.state_dict()
     missing = [k for k in expected if k not in tensors]

@@ -1,6 +1,7 @@
 //! The safetensors files: style models (transformer weights and metadata), VGG16 weights
 //! and the training state kept beside a checkpoint for resuming.
 use crate::fsutil;
+use crate::transformer::TransformerNet;
 use anyhow::{anyhow, bail, Context, Result};
 use safetensors::tensor::{Dtype, SafeTensors, View};
 use safetensors::SafeTensorError;
@@ -180,8 +181,10 @@ pub fn variables(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
 /// What a style model records about how it was made (DESIGN.md's metadata).
 #[derive(Clone, Debug, Default)]
 pub struct ModelInfo {
-    /// Name of the style image.
+    /// Name of the style image (of a one-style model).
     pub style: String,
+    /// Names of the styles in row order, when the model holds several (empty for one).
+    pub styles: Vec<String>,
     /// Training iterations done.
     pub iterations: u64,
     /// Content loss weight.
@@ -193,12 +196,18 @@ pub struct ModelInfo {
 }
 
 impl ModelInfo {
-    /// The metadata entries of a style model file.
+    /// The metadata entries of a style model file: `style` for one style, `styles` (a JSON
+    /// list) for several.
     pub fn metadata(&self) -> Metadata {
+        let style = if self.styles.len() > 1 {
+            ("styles", serde_json::json!(self.styles).to_string())
+        } else {
+            ("style", self.style.clone())
+        };
         [
             ("format", MODEL_FORMAT.to_string()),
             ("format_version", MODEL_FORMAT_VERSION.to_string()),
-            ("style", self.style.clone()),
+            style,
             ("iterations", self.iterations.to_string()),
             ("content_weight", self.content_weight.to_string()),
             ("style_weight", self.style_weight.to_string()),
@@ -220,17 +229,100 @@ pub fn save_model(path: &Path, vs: &nn::VarStore, info: &ModelInfo, kind: Kind) 
 /// A file whose `format` names something else is refused; one without metadata (a converted
 /// PyTorch state dict) loads.
 pub fn load_model(path: &Path, vs: &nn::VarStore) -> Result<Metadata> {
-    let file = read(path)?;
-    if let Some(format) = file.metadata.get("format") {
-        if format != MODEL_FORMAT {
-            bail!(
-                "{}: not a style model (format `{format}`, expected `{MODEL_FORMAT}`)",
-                path.display()
-            );
+    let model = ModelFile::read(path)?;
+    model.file.load_into(vs, path)?;
+    Ok(model.file.metadata)
+}
+
+/// A style model file read into memory, with the names of its styles in row order.
+pub struct ModelFile {
+    /// Its tensors and metadata.
+    pub file: TensorFile,
+    /// Style names: the `styles` list of a multi-style model; for a one-style model, the
+    /// stem of its `style` entry, or of the file's own name when it has none. A multi-style
+    /// file without names (not one that `train` writes) names its styles by index.
+    pub styles: Vec<String>,
+}
+
+impl ModelFile {
+    /// Reads a style model; a file whose `format` names something else is refused.
+    pub fn read(path: &Path) -> Result<Self> {
+        let file = read(path)?;
+        let meta = &file.metadata;
+        if let Some(format) = meta.get("format") {
+            if format != MODEL_FORMAT {
+                bail!(
+                    "{}: not a style model (format `{format}`, expected `{MODEL_FORMAT}`)",
+                    path.display()
+                );
+            }
         }
+        let stem = |p: &Path| {
+            p.file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        };
+        let rows = file.tensors.get("in1.weight").map(|t| t.size());
+        let styles = match (meta.get("styles"), rows.as_deref()) {
+            (Some(list), _) => serde_json::from_str::<Vec<String>>(list).with_context(|| {
+                format!(
+                    "{}: metadata `styles` is not a JSON list of names",
+                    path.display()
+                )
+            })?,
+            (None, Some(&[n, _])) => (0..n).map(|i| i.to_string()).collect(),
+            (None, _) => vec![meta
+                .get("style")
+                .map(|s| stem(Path::new(s)))
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| stem(path))],
+        };
+        if styles.is_empty() {
+            bail!("{}: metadata `styles` is empty", path.display());
+        }
+        Ok(Self { file, styles })
     }
-    file.load_into(vs, path)?;
-    Ok(file.metadata)
+
+    /// A one-style network (the example's layout) or a network of this file's styles, with
+    /// the file's weights, in a new var store on `device`.
+    pub fn network(&self, path: &Path, device: Device) -> Result<(nn::VarStore, TransformerNet)> {
+        let vs = nn::VarStore::new(device);
+        let net = TransformerNet::with_styles(&vs.root(), self.styles.len());
+        self.file.load_into(&vs, path)?;
+        Ok((vs, net))
+    }
+
+    /// Loads this model into a var store of a network with more styles: every shared tensor,
+    /// and each instance norm's rows as its first rows. The rows after them start as the
+    /// mean of the file's rows: a style the shared network already knows how to draw.
+    pub fn load_into_wider(&self, vs: &nn::VarStore, path: &Path) -> Result<()> {
+        let n = self.styles.len() as i64;
+        for (name, mut var) in variables(vs) {
+            let src = self
+                .file
+                .tensors
+                .get(&name)
+                .ok_or_else(|| anyhow!("{}: missing tensor `{name}`", path.display()))?;
+            let wide = var.size();
+            let norm_rows = match src.size().as_slice() {
+                [c] => n == 1 && wide.len() == 2 && wide[1] == *c,
+                [r, c] => *r == n && wide.len() == 2 && wide[1] == *c,
+                _ => false,
+            };
+            if norm_rows && wide[0] > n {
+                let rows = src.view([n, wide[1]]);
+                let mean = rows.mean_dim(0, true, rows.kind());
+                tch::no_grad(|| {
+                    var.narrow(0, 0, n).copy_(&rows);
+                    var.narrow(0, n, wide[0] - n).copy_(&mean);
+                });
+            } else {
+                copy_named(&self.file.tensors, &name, &mut var)
+                    .with_context(|| path.display().to_string())?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `format` metadata value of a training state file.

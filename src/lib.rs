@@ -3,8 +3,10 @@
 //! The library holds the domain; the `train` and `infer` binaries hold only their command line.
 
 pub mod checkpoint;
+pub mod conditional;
 pub mod data;
 pub mod device;
+pub mod fastconv;
 pub mod fsutil;
 pub mod fused;
 pub mod gatys;
@@ -12,6 +14,8 @@ pub mod imageio;
 pub mod loss;
 pub mod optim;
 pub mod progress;
+pub mod styles;
+pub mod tiled;
 pub mod training;
 pub mod transformer;
 pub mod vgg;

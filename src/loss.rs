@@ -47,7 +47,19 @@ pub fn tv_loss(y: &Tensor, weight: f64) -> Tensor {
     (dx + dy) * weight
 }
 
-/// Weights of the three losses.
+/// Standard deviation, in pixel levels (0…255), of the Gaussian noise that the stability term
+/// adds to each photo: about the sensor noise and compression error that make video flicker.
+pub const STABILITY_NOISE_STD: f64 = 10.0;
+
+/// Stability (Gupta et al. 2017, noise robustness): weight · mean((y − y_noisy)²), where
+/// y_noisy is the network's output for the same photo with Gaussian noise added.
+pub fn stability_loss(y: &Tensor, y_noisy: &Tensor, weight: f64) -> Tensor {
+    y.to_kind(Kind::Float)
+        .mse_loss(&y_noisy.to_kind(Kind::Float), Reduction::Mean)
+        * weight
+}
+
+/// Weights of the losses.
 #[derive(Clone, Copy, Debug)]
 pub struct LossWeights {
     /// Content weight (default 1e5).
@@ -56,6 +68,8 @@ pub struct LossWeights {
     pub style: f64,
     /// Total-variation weight (default 0).
     pub tv: f64,
+    /// Stability (noise-robustness) weight (default 0: off).
+    pub stability: f64,
 }
 
 /// The losses of one batch, as scalar tensors.
@@ -66,6 +80,8 @@ pub struct Losses {
     pub style: Tensor,
     /// Weighted total-variation loss.
     pub tv: Tensor,
+    /// Weighted stability loss (zero unless the training step adds it).
+    pub stability: Tensor,
     /// Their sum.
     pub total: Tensor,
 }
@@ -108,6 +124,7 @@ pub fn losses_against(
         content,
         style,
         tv,
+        stability: Tensor::zeros([], (Kind::Float, y.device())),
         total,
     }
 }

@@ -1,12 +1,12 @@
 //! One training step of the transformer network: forward, perceptual losses, backward and
 //! Adam, in the chosen precision (mixed precision keeps float32 weights, grams and losses).
+use crate::conditional::StyleMix;
 use crate::device::{self, Precision};
 use crate::loss::{self, LossWeights, Losses};
 use crate::optim::Adam;
 use crate::transformer::TransformerNet;
 use crate::vgg::Vgg16;
 use anyhow::Result;
-use tch::nn::Module;
 use tch::{Device, Kind, Tensor};
 
 /// What every step uses besides the batch and the optimizer.
@@ -17,6 +17,8 @@ pub struct Step<'a> {
     pub vgg: &'a Vgg16,
     /// The style image's gram matrices.
     pub style_grams: &'a [Tensor; 4],
+    /// The network's style (row of its conditional instance norms) that these grams train.
+    pub style: usize,
     /// Weights of the losses.
     pub weights: LossWeights,
     /// Precision of the forward passes.
@@ -45,14 +47,24 @@ impl Step<'_> {
         };
         let x = device::channels_last(&on_device.to_kind(Kind::Float));
         let input = match self.precision {
-            Precision::Fp32 => x,
+            Precision::Fp32 => x.shallow_clone(),
             other => x.to_kind(other.kind()),
         };
         let mut tries = 0;
         loop {
-            let y = self.net.forward(&input);
-            let losses =
+            let style = StyleMix::One(self.style);
+            let y = self.net.forward_style(&input, &style);
+            let mut losses =
                 loss::perceptual_losses(self.vgg, &input, &y, self.style_grams, self.weights);
+            if self.weights.stability > 0.0 {
+                // The same photos with small noise must give the same output: a second forward
+                // pass of the transformer (not of VGG), both branches trained.
+                let noise = x.randn_like() * loss::STABILITY_NOISE_STD;
+                let noisy = (&x + noise).to_kind(input.kind());
+                let y_noisy = self.net.forward_style(&noisy, &style);
+                losses.stability = loss::stability_loss(&y, &y_noisy, self.weights.stability);
+                losses.total = &losses.total + &losses.stability;
+            }
             adam.zero_grad()?;
             scaler.backward(&losses.total);
             tries += 1;

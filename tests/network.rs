@@ -273,6 +273,7 @@ fn checkpoint_round_trip_is_bit_exact() {
     let (vs, net) = common::random_net(5);
     let info = ModelInfo {
         style: "mosaic.jpg".into(),
+        styles: Vec::new(),
         iterations: 1234,
         content_weight: 1e5,
         style_weight: 1e10,

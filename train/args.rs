@@ -1,5 +1,5 @@
 //! The command line of `train`, parsed in one place, and the run's configuration.
-use crate::resume;
+use crate::{resume, styles};
 use anyhow::{anyhow, bail, Result};
 use clap::Parser;
 use faststyle::device::{DeviceChoice, Precision};
@@ -8,16 +8,27 @@ use faststyle::vgg;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
-/// Fit a fast style transfer network to one style image (Johnson et al. 2016).
+/// Fit a fast style transfer network to one style image (Johnson et al. 2016), or to several
+/// in one network (conditional instance norm, Dumoulin et al. 2017).
 #[derive(Parser, Debug)]
 #[command(version)]
 pub struct Args {
     /// Folder of training photos, walked recursively (e.g. COCO train2014).
     #[arg(long)]
     pub dataset: Option<PathBuf>,
-    /// The style image.
-    #[arg(long)]
-    pub style: Option<PathBuf>,
+    /// The style image; repeat it, or name a folder (its images sorted by name), to train
+    /// several styles in one network.
+    #[arg(long, value_name = "IMAGE|DIR")]
+    pub style: Vec<PathBuf>,
+    /// With --init: a style to add to that model (repeatable), training only the new styles'
+    /// scales and shifts over its frozen network.
+    #[arg(
+        long,
+        value_name = "IMAGE",
+        requires = "init",
+        conflicts_with = "style"
+    )]
+    pub add_style: Vec<PathBuf>,
     /// VGG16 weights (safetensors, torchvision names) [default: $FASTSTYLE_VGG16, else
     /// checkpoints/vgg16.safetensors in the current folder, in this repository, or in
     /// $XDG_DATA_HOME/faststyle (~/.local/share/faststyle)].
@@ -29,7 +40,8 @@ pub struct Args {
     /// Folder for TensorBoard event files [default: runs/NAME].
     #[arg(long)]
     pub logdir: Option<PathBuf>,
-    /// Name of the run and of its style model [default: the style image's file name].
+    /// Name of the run and of its style model [default: the style image's file name; for
+    /// several, the folder's name or the names joined by `+`].
     #[arg(long)]
     pub name: Option<String>,
     /// Passes over the dataset [default: 2].
@@ -56,7 +68,11 @@ pub struct Args {
     /// Total-variation loss weight [default: 0].
     #[arg(long)]
     pub tv_weight: Option<f64>,
-    /// Adam learning rate [default: 1e-3].
+    /// Stability weight: output for a photo vs the same photo with noise (Gupta et al. 2017),
+    /// against flicker in video [default: 0].
+    #[arg(long)]
+    pub stability_weight: Option<f64>,
+    /// Adam learning rate [default: 1e-3; with --add-style, 1e-1].
     #[arg(long)]
     pub lr: Option<f64>,
     /// Seed of the initial weights and of the data order [default: 42].
@@ -89,7 +105,7 @@ pub struct Args {
     /// 300), --vgg, --device and --precision.
     #[arg(long, value_name = "PHOTO", conflicts_with_all = [
         "dataset", "resume", "init", "out", "logdir", "name", "epochs", "batch_size", "lr",
-        "seed", "checkpoint_every", "image_every",
+        "seed", "checkpoint_every", "image_every", "add_style", "stability_weight",
     ])]
     pub preview: Option<PathBuf>,
     /// Where --preview writes its picture [default: PHOTO-preview.jpg beside the photo].
@@ -107,17 +123,19 @@ impl Args {
         Self::parse()
     }
 
-    /// The loss weights given, or the defaults (content 1e5, style 1e10, tv 0).
+    /// The loss weights given, or the defaults (content 1e5, style 1e10, tv 0, stability 0).
     pub fn loss_weights(&self) -> Result<LossWeights> {
         let w = LossWeights {
             content: self.content_weight.unwrap_or(1e5),
             style: self.style_weight.unwrap_or(1e10),
             tv: self.tv_weight.unwrap_or(0.0),
+            stability: self.stability_weight.unwrap_or(0.0),
         };
         for (flag, v) in [
             ("--content-weight", w.content),
             ("--style-weight", w.style),
             ("--tv-weight", w.tv),
+            ("--stability-weight", w.stability),
         ] {
             if !(v >= 0.0 && v.is_finite()) {
                 bail!("{flag} must be a finite number ≥ 0");
@@ -126,15 +144,16 @@ impl Args {
         Ok(w)
     }
 
-    /// The run's name: --name, else the style image's file name.
+    /// The run's name: --name, else one made from the style images (see `styles`).
     fn run_name(&self) -> Result<String> {
-        let name = match (&self.name, &self.style) {
-            (Some(n), _) => n.clone(),
-            (None, Some(style)) => style
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "style".into()),
-            (None, None) => bail!("--name or --style is needed to name the run"),
+        let name = match &self.name {
+            Some(n) => n.clone(),
+            None if self.style.is_empty() && self.add_style.is_empty() => {
+                bail!("--name or --style is needed to name the run")
+            }
+            None => {
+                styles::default_run_name(&self.style, self.init.as_deref(), &self.add_style)
+            }
         };
         if name.is_empty() || name.contains(['/', '\\']) {
             bail!("--name `{name}` must be a plain file name");
@@ -166,7 +185,12 @@ impl Args {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Config {
     pub dataset: PathBuf,
-    pub style: PathBuf,
+    /// The style images, folders expanded (runs recorded before several styles: one path).
+    #[serde(deserialize_with = "styles::one_or_many")]
+    pub style: Vec<PathBuf>,
+    /// Styles added to the `init` model (empty unless --add-style).
+    #[serde(default)]
+    pub add_style: Vec<PathBuf>,
     pub vgg: PathBuf,
     pub out: PathBuf,
     pub logdir: PathBuf,
@@ -179,6 +203,9 @@ pub struct Config {
     pub content_weight: f64,
     pub style_weight: f64,
     pub tv_weight: f64,
+    // Absent from the configurations of runs recorded before the option existed.
+    #[serde(default)]
+    pub stability_weight: f64,
     pub lr: f64,
     pub seed: u64,
     pub init: Option<PathBuf>,
@@ -191,9 +218,13 @@ pub struct Config {
 impl Config {
     /// A new run's configuration from the arguments and the defaults.
     pub fn from_args(args: &Args) -> Result<Self> {
-        let (Some(dataset), Some(style)) = (args.dataset.clone(), args.style.clone()) else {
-            bail!("--dataset and --style are required (or --resume PATH to continue a run)");
+        let Some(dataset) = args.dataset.clone() else {
+            bail!("--dataset is required (or --resume PATH to continue a run)");
         };
+        if args.style.is_empty() && args.add_style.is_empty() {
+            bail!("--style is required (or --init MODEL --add-style IMAGE, or --resume PATH)");
+        }
+        let style = styles::expand(&args.style)?;
         let name = args.run_name()?;
         let weights = args.loss_weights()?;
         // Recorded absolute, so that the run resumes from any folder.
@@ -205,7 +236,8 @@ impl Config {
                     .unwrap_or_else(|| PathBuf::from("runs").join(&name)),
             ),
             dataset: absolute(dataset),
-            style: absolute(style),
+            style: style.into_iter().map(absolute).collect(),
+            add_style: args.add_style.iter().cloned().map(absolute).collect(),
             vgg: absolute(vgg::locate(args.vgg.as_deref())?),
             name,
             epochs: match args.iterations {
@@ -219,7 +251,12 @@ impl Config {
             content_weight: weights.content,
             style_weight: weights.style,
             tv_weight: weights.tv,
-            lr: args.lr.unwrap_or(1e-3),
+            stability_weight: weights.stability,
+            lr: args.lr.unwrap_or(if args.add_style.is_empty() {
+                1e-3
+            } else {
+                styles::ADD_STYLE_LR
+            }),
             seed: args.seed.unwrap_or(42),
             init: args.init.clone().map(absolute),
             checkpoint_every: args.checkpoint_every.unwrap_or(1000),
@@ -238,7 +275,10 @@ impl Config {
     pub fn for_resume(mut recorded: Self, args: &Args) -> Result<Self> {
         let r = &recorded;
         resume::same_path("--dataset", &r.dataset, args.dataset.as_deref())?;
-        resume::same_path("--style", &r.style, args.style.as_deref())?;
+        if !args.style.is_empty() {
+            resume::same_paths("--style", &r.style, &styles::expand(&args.style)?)?;
+        }
+        resume::same_paths("--add-style", &r.add_style, &args.add_style)?;
         resume::same_path("--out", &r.out, args.out.as_deref())?;
         resume::same_path_opt("--init", r.init.as_deref(), args.init.as_deref())?;
         resume::same("--name", &r.name, args.name.as_ref())?;
@@ -256,6 +296,11 @@ impl Config {
             args.style_weight.as_ref(),
         )?;
         resume::same("--tv-weight", &r.tv_weight, args.tv_weight.as_ref())?;
+        resume::same(
+            "--stability-weight",
+            &r.stability_weight,
+            args.stability_weight.as_ref(),
+        )?;
         resume::same("--lr", &r.lr, args.lr.as_ref())?;
         resume::same("--seed", &r.seed, args.seed.as_ref())?;
         if let Some(n) = args.iterations {
@@ -305,6 +350,7 @@ impl Config {
             ("--content-weight", self.content_weight),
             ("--style-weight", self.style_weight),
             ("--tv-weight", self.tv_weight),
+            ("--stability-weight", self.stability_weight),
         ] {
             if !(w >= 0.0 && w.is_finite()) {
                 bail!("{flag} must be a finite number ≥ 0");

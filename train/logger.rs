@@ -11,6 +11,7 @@ pub struct LossMeans {
     pub style: f64,
     pub tv: f64,
     pub total: f64,
+    pub stability: f64,
 }
 
 /// The run's TensorBoard writer and terminal output.
@@ -43,6 +44,7 @@ impl Logger {
             ("loss/style", m.style),
             ("loss/tv", m.tv),
             ("loss/total", m.total),
+            ("loss/stability", m.stability),
             ("train/images_per_sec", images_per_sec),
             ("train/lr", lr),
         ] {
@@ -63,15 +65,21 @@ impl Logger {
         } else {
             // Full precision, so that runs can be compared exactly from their logs.
             println!(
-                "step {step} epoch {} content {} style {} tv {} total {} images/s {:.2}",
+                "step {step} epoch {} content {} style {} tv {} total {} stability {} images/s {:.2}",
                 epoch + 1,
                 m.content,
                 m.style,
                 m.tv,
                 m.total,
+                m.stability,
                 images_per_sec
             );
         }
+    }
+
+    /// Logs one scalar under `tag` at `step`.
+    pub fn scalar(&mut self, tag: &str, value: f64, step: u64) {
+        self.writer.add_scalar(tag, value as f32, step as usize);
     }
 
     /// Logs a square RGB image (HWC bytes) under `tag`.

@@ -1,9 +1,10 @@
-//! `train`: fits a transformer network to one style image over a folder of photos, or
-//! (`--preview`) shows in a minute what those losses make of one photo.
+//! `train`: fits a transformer network to one style image (or several) over a folder of
+//! photos, or (`--preview`) shows in a minute what those losses make of one photo.
 mod args;
 mod logger;
 mod preview;
 mod resume;
+mod styles;
 mod trainer;
 
 use std::process::ExitCode;

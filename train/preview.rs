@@ -26,8 +26,10 @@ pub fn run(args: &Args, photo: &Path) -> Result<ExitCode> {
     let device = args.device.resolve()?;
     let precision = args.precision.unwrap_or_default();
     precision.check_device(device)?;
-    let Some(style_path) = &args.style else {
-        bail!("--preview needs --style IMAGE");
+    let style_path = match args.style.as_slice() {
+        [one] if !one.is_dir() => one,
+        [] => bail!("--preview needs --style IMAGE"),
+        _ => bail!("--preview takes one style image (--style IMAGE)"),
     };
     let steps = args.iterations.unwrap_or(DEFAULT_STEPS);
     let size = args.image_size.unwrap_or(256);

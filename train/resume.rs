@@ -1,7 +1,7 @@
 //! Resuming a run: recipe flags given again must repeat the values that the run recorded.
 use anyhow::{bail, Result};
 use std::fmt::Display;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Accepts a flag that is absent or repeats the recorded value; refuses a changed one.
 pub fn same<T: PartialEq + Display>(flag: &str, recorded: &T, given: Option<&T>) -> Result<()> {
@@ -56,4 +56,23 @@ fn changed(flag: &str, recorded: &dyn Display, given: &dyn Display) -> Result<()
         "{flag} cannot change when resuming: the run recorded {recorded}, this command gives \
          {given} (leave it out to keep the recipe, or start a new run with another --name)"
     )
+}
+
+/// [`same_path`] for a list of paths (given empty: kept); the same files in the same order.
+pub fn same_paths(flag: &str, recorded: &[PathBuf], given: &[PathBuf]) -> Result<()> {
+    let same = given.is_empty()
+        || (recorded.len() == given.len()
+            && recorded.iter().zip(given).all(|(r, g)| same_file(r, g)));
+    if same {
+        return Ok(());
+    }
+    let list = |paths: &[PathBuf]| match paths {
+        [] => "none".to_string(),
+        _ => paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+    };
+    changed(flag, &list(recorded), &list(given))
 }

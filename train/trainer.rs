@@ -1,8 +1,10 @@
 //! The training run: set-up, the loop, checkpoints, logging, interruption and resume.
 use crate::args::{Args, Config};
 use crate::logger::{Logger, LossMeans};
+use crate::styles;
 use anyhow::{bail, Context, Result};
 use faststyle::checkpoint::{self, ModelInfo, TrainState};
+use faststyle::conditional::StyleMix;
 use faststyle::data::{self, Dataset, Loader, LoaderConfig, Position};
 use faststyle::device::{self, Precision};
 use faststyle::fsutil;
@@ -10,14 +12,12 @@ use faststyle::imageio;
 use faststyle::loss::{self, LossWeights};
 use faststyle::optim::Adam;
 use faststyle::training::{LossScaler, Step};
-use faststyle::transformer::TransformerNet;
 use faststyle::vgg::Vgg16;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
-use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
 
 /// Photos shown as stylized samples in TensorBoard.
@@ -121,26 +121,25 @@ pub fn run(args: Args) -> Result<ExitCode> {
 
     device::tune_for(device);
     tch::manual_seed(config.seed as i64);
-    let vs = nn::VarStore::new(device);
-    let net = TransformerNet::new(&vs.root());
-    match (&resumed, &config.init) {
-        (Some(_), _) => {
-            checkpoint::load_model(&files.model, &vs)?;
-        }
-        (None, Some(init)) => {
-            checkpoint::load_model(init, &vs)?;
-        }
-        (None, None) => {}
-    }
+    let resume_from = resumed.as_ref().map(|_| files.model.as_path());
+    let (vs, net, styles) = styles::network(&config, resume_from, device)?;
     device::vars_channels_last(&vs);
     let vgg = Vgg16::load(&config.vgg, device)?;
     let dataset = Arc::new(Dataset::open(&config.dataset)?);
-    let style = data::load_style(&config.style, config.style_size)?.to_device(device);
-    let style_grams = loss::style_targets(&vgg, &style);
+    let mut style_images = Vec::new();
+    let mut style_grams = Vec::new();
+    for (_, path) in &styles.trained {
+        let style = data::load_style(path, config.style_size)?.to_device(device);
+        style_grams.push(loss::style_targets(&vgg, &style));
+        style_images.push(style);
+    }
+    // With several styles, TensorBoard shows each under its name.
+    let several = styles.names.len() > 1;
+    let trained_name = |k: usize| styles.names[styles.trained[k].0].clone();
 
     std::fs::create_dir_all(&config.out)
         .with_context(|| format!("{}: cannot create output folder", config.out.display()))?;
-    let mut adam = Adam::new(checkpoint::variables(&vs), config.lr);
+    let mut adam = Adam::new(styles::trainable(&vs), config.lr);
     let mut pos = Position::default();
     if let Some(state) = &resumed {
         adam.load_state(&state.tensors)
@@ -162,8 +161,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
         serde_json::to_string_pretty(&config).context("cannot serialise configuration")?;
     fsutil::write_atomic(&config.logdir.join("config.json"), config_json.as_bytes())?;
     logger.say(&format!(
-        "training `{}` on {} photos from {} on {} ({precision}), {} iterations{}",
+        "training `{}` ({}) on {} photos from {} on {} ({precision}), {} iterations{}",
         config.name,
+        styles.describe(),
         dataset.len(),
         config.dataset.display(),
         device::describe(device),
@@ -180,9 +180,16 @@ pub fn run(args: Args) -> Result<ExitCode> {
     if start_step == 0 {
         log_samples(&mut logger, &samples, "samples/input", 0);
         let s = config.image_size;
-        let img = imageio::from_tensor(&style)?;
-        let bytes = data::square_crop(&img, s, &mut fast_image_resize::Resizer::new())?;
-        logger.image("style", &bytes, s as usize, 0);
+        for (k, style) in style_images.iter().enumerate() {
+            let img = imageio::from_tensor(style)?;
+            let bytes = data::square_crop(&img, s, &mut fast_image_resize::Resizer::new())?;
+            let tag = if several {
+                format!("style/{}", trained_name(k))
+            } else {
+                "style".to_string()
+            };
+            logger.image(&tag, &bytes, s as usize, 0);
+        }
     }
 
     let loader_config = LoaderConfig {
@@ -196,14 +203,20 @@ pub fn run(args: Args) -> Result<ExitCode> {
         content: config.content_weight,
         style: config.style_weight,
         tv: config.tv_weight,
+        stability: config.stability_weight,
     };
     let info = |step| ModelInfo {
-        style: config
-            .style
+        style: styles.trained[0]
+            .1
             .file_name()
             .unwrap_or_default()
             .to_string_lossy()
             .into_owned(),
+        styles: if several {
+            styles.names.clone()
+        } else {
+            Vec::new()
+        },
         iterations: step,
         content_weight: config.content_weight,
         style_weight: config.style_weight,
@@ -222,16 +235,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
     };
 
     let mut scaler = LossScaler::new(precision);
-    let stepper = Step {
-        net: &net,
-        vgg: &vgg,
-        style_grams: &style_grams,
-        weights,
-        precision,
-        device,
-        pinned_copies: true,
-    };
-    let mut sums = Tensor::zeros([4], (Kind::Float, device));
+    let mut sums = Tensor::zeros([5], (Kind::Float, device));
+    // Style loss sums and batch counts of each trained style since the last log.
+    let mut style_sums = Tensor::zeros([styles.trained.len() as i64], (Kind::Float, device));
+    let mut style_counts = vec![0u64; styles.trained.len()];
     let mut since_log = 0u64;
     let mut images_since_log = 0u64;
     let mut log_clock = Instant::now();
@@ -256,7 +263,22 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 skipped.insert(path);
             }
         }
+        let k = styles.turn(config.seed, step);
+        let stepper = Step {
+            net: &net,
+            vgg: &vgg,
+            style_grams: &style_grams[k],
+            style: styles.trained[k].0,
+            weights,
+            precision,
+            device,
+            pinned_copies: true,
+        };
         let losses = stepper.run(&batch.images, &mut adam, &mut scaler)?;
+        let _ = style_sums
+            .get(k as i64)
+            .g_add_(&losses.style.detach().to_kind(Kind::Float));
+        style_counts[k] += 1;
         step += 1;
         let epoch = if batch.next.index == 0 {
             batch.next.epoch - 1
@@ -266,7 +288,13 @@ pub fn run(args: Args) -> Result<ExitCode> {
         pos = batch.next;
         let _ = sums.g_add_(
             &Tensor::stack(
-                &[&losses.content, &losses.style, &losses.tv, &losses.total],
+                &[
+                    &losses.content,
+                    &losses.style,
+                    &losses.tv,
+                    &losses.total,
+                    &losses.stability,
+                ],
                 0,
             )
             .detach()
@@ -299,8 +327,23 @@ pub fn run(args: Args) -> Result<ExitCode> {
                     style: v[1],
                     tv: v[2],
                     total: v[3],
+                    stability: v[4],
                 };
                 logger.losses(step, epoch, means, rate, config.lr);
+                if several {
+                    let per_style = Vec::<f64>::try_from(
+                        &style_sums.to_kind(Kind::Double).to_device(Device::Cpu),
+                    )
+                    .context("cannot read losses")?;
+                    for (k, count) in style_counts.iter_mut().enumerate() {
+                        if *count > 0 {
+                            let tag = format!("loss/style/{}", trained_name(k));
+                            logger.scalar(&tag, per_style[k] / *count as f64, step);
+                        }
+                        *count = 0;
+                    }
+                }
+                let _ = style_sums.zero_();
                 let _ = sums.zero_();
                 since_log = 0;
                 images_since_log = 0;
@@ -308,8 +351,16 @@ pub fn run(args: Args) -> Result<ExitCode> {
             }
         }
         if step % config.image_every == 0 || last {
-            let stylized = tch::no_grad(|| net.forward(&samples));
-            log_samples(&mut logger, &stylized, "samples/stylized", step);
+            for (k, (row, _)) in styles.trained.iter().enumerate() {
+                let style = StyleMix::One(*row);
+                let stylized = tch::no_grad(|| net.forward_style(&samples, &style));
+                let tag = if several {
+                    format!("samples/{}", trained_name(k))
+                } else {
+                    "samples/stylized".to_string()
+                };
+                log_samples(&mut logger, &stylized, &tag, step);
+            }
         }
         if checkpoint_due {
             save(&adam, step, pos)?;

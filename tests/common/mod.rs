@@ -7,6 +7,8 @@ use faststyle::transformer::TransformerNet;
 use image::{Rgb, RgbImage};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+pub mod server;
+
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -38,8 +40,14 @@ pub fn run<S: AsRef<OsStr>>(name: &str, args: impl IntoIterator<Item = S>) -> Ou
 /// 1 and 0 so that they matter; the last layer is scaled and shifted so that outputs spread
 /// over the middle of 0…255 (near 0 they would be clamped, hiding what the tests compare).
 pub fn random_net(seed: u64) -> (VarStore, TransformerNet) {
+    random_net_with_styles(seed, 1)
+}
+
+/// A random network (as [`random_net`]) holding `styles` styles, each with its own scales and
+/// shifts.
+pub fn random_net_with_styles(seed: u64, styles: usize) -> (VarStore, TransformerNet) {
     let vs = VarStore::new(Device::Cpu);
-    let net = TransformerNet::new(&vs.root());
+    let net = TransformerNet::with_styles(&vs.root(), styles);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut vars: Vec<_> = vs.variables().into_iter().collect();
     vars.sort_by(|a, b| a.0.cmp(&b.0));
@@ -87,6 +95,50 @@ pub fn random_model_as(path: &Path, seed: u64, kind: Kind) {
     };
     checkpoint::save_model(path, &vs, &info, kind).expect("cannot save the random model");
 }
+
+/// Writes a random model of the styles `names` (see [`random_net_with_styles`]) to `path`.
+pub fn random_styles_model(path: &Path, seed: u64, names: &[&str]) {
+    let (vs, _) = random_net_with_styles(seed, names.len());
+    let info = ModelInfo {
+        style: names[0].into(),
+        styles: if names.len() > 1 {
+            names.iter().map(|n| n.to_string()).collect()
+        } else {
+            Vec::new()
+        },
+        ..Default::default()
+    };
+    checkpoint::save_model(path, &vs, &info, Kind::Float).expect("cannot save the random model");
+}
+
+/// Random VGG16 weights in the real file format (He-scaled, so that activations neither
+/// vanish nor explode).
+pub fn write_random_vgg(path: &Path, seed: i64) {
+    tch::manual_seed(seed);
+    let mut tensors = Vec::new();
+    for (i, c_in, c_out) in VGG_SHAPES {
+        let std = (2.0 / (c_in * 9) as f64).sqrt();
+        let w = Tensor::randn([c_out, c_in, 3, 3], (Kind::Float, Device::Cpu)) * std;
+        let b = Tensor::randn([c_out], (Kind::Float, Device::Cpu)) * 0.01;
+        tensors.push((format!("features.{i}.weight"), w));
+        tensors.push((format!("features.{i}.bias"), b));
+    }
+    checkpoint::write(path, &tensors, &Default::default(), Kind::Float).unwrap();
+}
+
+/// torchvision's VGG16 convolutions that the losses use: (index, in, out channels).
+const VGG_SHAPES: [(usize, i64, i64); 10] = [
+    (0, 3, 64),
+    (2, 64, 64),
+    (5, 64, 128),
+    (7, 128, 128),
+    (10, 128, 256),
+    (12, 256, 256),
+    (14, 256, 256),
+    (17, 256, 512),
+    (19, 512, 512),
+    (21, 512, 512),
+];
 
 /// A reproducible RGB test image: smooth gradients plus noise, values within `lo..=hi`.
 pub fn test_image(w: u32, h: u32, seed: u64, lo: u8, hi: u8) -> RgbImage {
@@ -140,32 +192,4 @@ pub fn ycbcr(p: &Rgb<u8>) -> [f64; 3] {
         128.0 - 0.168_736 * r - 0.331_264 * g + 0.5 * b,
         128.0 + 0.5 * r - 0.418_688 * g - 0.081_312 * b,
     ]
-}
-
-const VGG_SHAPES: [(usize, i64, i64); 10] = [
-    (0, 3, 64),
-    (2, 64, 64),
-    (5, 64, 128),
-    (7, 128, 128),
-    (10, 128, 256),
-    (12, 256, 256),
-    (14, 256, 256),
-    (17, 256, 512),
-    (19, 512, 512),
-    (21, 512, 512),
-];
-
-/// Random VGG16 weights in the real file format (He-scaled, so that activations neither
-/// vanish nor explode).
-pub fn write_random_vgg(path: &Path, seed: i64) {
-    tch::manual_seed(seed);
-    let mut tensors = Vec::new();
-    for (i, c_in, c_out) in VGG_SHAPES {
-        let std = (2.0 / (c_in * 9) as f64).sqrt();
-        let w = Tensor::randn([c_out, c_in, 3, 3], (Kind::Float, Device::Cpu)) * std;
-        let b = Tensor::randn([c_out], (Kind::Float, Device::Cpu)) * 0.01;
-        tensors.push((format!("features.{i}.weight"), w));
-        tensors.push((format!("features.{i}.bias"), b));
-    }
-    checkpoint::write(path, &tensors, &Default::default(), Kind::Float).unwrap();
 }
