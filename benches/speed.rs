@@ -435,6 +435,9 @@ fn train_step(a: &TrainStepArgs) -> Result<()> {
     let mut last = Tensor::zeros([4], (Kind::Float, device));
     let mut images = 0usize;
     let mut t0 = Instant::now();
+    // On the CPU every operation finishes before the next starts, so each step can be timed
+    // alone: the median resists a shared machine's bursts better than the mean.
+    let mut step_ms = Vec::new();
     for i in 0..a.warmup + a.iterations {
         if i == a.warmup {
             sync(device);
@@ -443,7 +446,11 @@ fn train_step(a: &TrainStepArgs) -> Result<()> {
             let _ = sums.zero_();
         }
         let batch = loader.next_batch().context("no photo could be read")?;
+        let step_start = Instant::now();
         let losses = stepper.run(&batch.images, &mut adam, &mut scaler)?;
+        if device == Device::Cpu && i >= a.warmup {
+            step_ms.push(step_start.elapsed().as_secs_f64() * 1e3);
+        }
         last = Tensor::stack(
             &[&losses.content, &losses.style, &losses.tv, &losses.total],
             0,
@@ -461,6 +468,8 @@ fn train_step(a: &TrainStepArgs) -> Result<()> {
     };
     let mean = read(&(&sums / a.iterations as f64))?;
     let last = read(&last)?;
+    let step_median = (!step_ms.is_empty()).then(|| median(&mut step_ms));
+    let step_min = step_ms.first().copied();
     emit(json!({
         "bench": "train-step", "impl": "faststyle", "device": device_name(device),
         "precision": precision.to_string(), "adam": a.adam, "pinned": !a.no_pin, "image_size": a.image_size,
@@ -469,6 +478,7 @@ fn train_step(a: &TrainStepArgs) -> Result<()> {
         "threads": tch::get_num_threads(), "loader_threads": rayon::current_num_threads(),
         "images": images, "seconds": elapsed, "images_per_s": images as f64 / elapsed,
         "ms_per_step": elapsed * 1e3 / a.iterations as f64,
+        "ms_per_step_median": step_median, "ms_per_step_min": step_min,
         "losses_last": losses_json(&last), "losses_mean_timed": losses_json(&mean),
         "skipped_updates": scaler.skipped, "retried_batches": scaler.retried,
     }));

@@ -69,7 +69,7 @@ struct Args {
     #[arg(long, default_value = "auto", value_name = "DEVICE")]
     device: DeviceChoice,
 
-    /// Precision of the network: fp32, or bf16 / fp16 on CUDA.
+    /// Precision of the network: fp32, bf16 (CUDA, or a CPU with AVX-512 BF16 or AMX), fp16 (CUDA).
     #[arg(long, default_value = "fp32", value_name = "P")]
     precision: Precision,
 

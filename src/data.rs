@@ -259,18 +259,16 @@ pub fn load_style(path: &Path, shorter_side: Option<u32>) -> Result<Tensor> {
     let img =
         decode_rgb(path).with_context(|| format!("{}: cannot read style image", path.display()))?;
     let img = match shorter_side {
-        Some(size) => {
-            let (w, h) = img.dimensions();
-            let scale = f64::from(size) / f64::from(w.min(h));
-            let side = |s: u32| ((f64::from(s) * scale).round() as u32).max(1);
-            image::imageops::resize(
-                &img,
-                side(w),
-                side(h),
-                image::imageops::FilterType::Triangle,
-            )
-        }
+        Some(size) => resize_shorter(&img, size),
         None => img,
     };
     Ok(imageio::to_tensor(&img))
+}
+
+/// Scales an image (bilinear) so that its shorter side is `size`, keeping its aspect ratio.
+pub fn resize_shorter(img: &image::RgbImage, size: u32) -> image::RgbImage {
+    let (w, h) = img.dimensions();
+    let scale = f64::from(size) / f64::from(w.min(h));
+    let side = |s: u32| ((f64::from(s) * scale).round() as u32).max(1);
+    image::imageops::resize(img, side(w), side(h), image::imageops::FilterType::Triangle)
 }

@@ -58,7 +58,7 @@ pub enum Precision {
     /// 32-bit floats everywhere.
     #[default]
     Fp32,
-    /// bfloat16 (CUDA only).
+    /// bfloat16 (CUDA, or a CPU with AVX-512 BF16 or AMX).
     Bf16,
     /// IEEE half precision (CUDA only).
     Fp16,
@@ -98,13 +98,52 @@ impl Precision {
         }
     }
 
-    /// Refuses half precision on the CPU, where libtorch's half kernels are slow or missing.
+    /// Refuses fp16 on the CPU (libtorch's half kernels there are slow or missing), and bf16
+    /// on a CPU without bfloat16 arithmetic (oneDNN would emulate it, slower than fp32).
     pub fn check_device(self, device: Device) -> Result<()> {
-        if self != Self::Fp32 && device == Device::Cpu {
-            bail!("--precision {self} needs a CUDA device; on the CPU use --precision fp32");
+        match (self, device) {
+            (Self::Fp16, Device::Cpu) => bail!(
+                "--precision fp16 needs a CUDA device; on the CPU use fp32, or bf16 where the \
+                 CPU has AVX-512 BF16 or AMX"
+            ),
+            (Self::Bf16, Device::Cpu) => match cpu_bf16_missing() {
+                Some(why) => bail!("--precision bf16 on the CPU needs {why}; use --precision fp32"),
+                None => Ok(()),
+            },
+            _ => Ok(()),
         }
-        Ok(())
     }
+}
+
+/// What this CPU lacks for fast bfloat16 (AVX-512 BF16 or AMX-BF16, the instructions that
+/// oneDNN's bf16 convolutions use), or `None` when it has them.
+pub fn cpu_bf16_missing() -> Option<String> {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512bf16") {
+        return None;
+    }
+    // AMX detection is not stable in std::arch; the kernel lists the flag it enabled.
+    if cpu_info("flags").is_some_and(|flags| flags.split_whitespace().any(|f| f == "amx_bf16")) {
+        return None;
+    }
+    Some(format!(
+        "AVX-512 BF16 or AMX-BF16, which this CPU ({}) lacks",
+        cpu_model()
+    ))
+}
+
+/// The CPU's model name (from /proc/cpuinfo), or the architecture where that is unknown.
+pub fn cpu_model() -> String {
+    cpu_info("model name").unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}
+
+/// A field of the first processor in /proc/cpuinfo.
+fn cpu_info(field: &str) -> Option<String> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    info.lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(key, _)| key.trim() == field)
+        .map(|(_, value)| value.trim().to_string())
 }
 
 /// Turns on the CUDA settings that pay for fixed-size convolutions (cuDNN autotuning).

@@ -9,6 +9,7 @@ pub mod device;
 pub mod fastconv;
 pub mod fsutil;
 pub mod fused;
+pub mod gatys;
 pub mod imageio;
 pub mod loss;
 pub mod optim;

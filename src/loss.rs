@@ -100,8 +100,19 @@ pub fn perceptual_losses(
     weights: LossWeights,
 ) -> Losses {
     let x_content = tch::no_grad(|| vgg.content_features(x));
+    losses_against(vgg, &x_content, y, style_grams, weights)
+}
+
+/// All losses of `y` against content features already computed (relu2_2 of the content).
+pub fn losses_against(
+    vgg: &Vgg16,
+    x_content: &Tensor,
+    y: &Tensor,
+    style_grams: &[Tensor; 4],
+    weights: LossWeights,
+) -> Losses {
     let fy = vgg.features(y);
-    let content = content_loss(&fy.relu2_2, &x_content, weights.content);
+    let content = content_loss(&fy.relu2_2, x_content, weights.content);
     let style = style_loss(&fy, style_grams, weights.style);
     let tv = if weights.tv != 0.0 {
         tv_loss(y, weights.tv)

@@ -1,7 +1,8 @@
 //! The frozen VGG16 loss network (torchvision's `features` up to relu4_3) and its weights.
 use crate::{checkpoint, device};
 use anyhow::{bail, Result};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use tch::{nn, Device, Kind, Tensor};
 
 /// Indices in torchvision's `vgg16().features` of the ten convolutions the losses use.
@@ -22,6 +23,65 @@ const CHANNELS: [(i64, i64); 10] = [
 pub const MEAN: [f64; 3] = [0.485, 0.456, 0.406];
 /// ImageNet standard deviation of the RGB channels, on the 0…1 scale.
 pub const STD: [f64; 3] = [0.229, 0.224, 0.225];
+
+/// Environment variable that names the VGG16 weights file.
+pub const ENV_VAR: &str = "FASTSTYLE_VGG16";
+/// File name of the VGG16 weights in the folders searched.
+pub const FILE_NAME: &str = "vgg16.safetensors";
+
+/// The files searched for the VGG16 weights when neither `--vgg` nor [`ENV_VAR`] names one,
+/// in order: `checkpoints/` of the current folder, of this repository (where the set-up
+/// writes them, known from the build), and the per-user data folder
+/// (`$XDG_DATA_HOME/faststyle`, by default `~/.local/share/faststyle`).
+pub fn search_path() -> Vec<PathBuf> {
+    let mut paths = vec![
+        Path::new("checkpoints").join(FILE_NAME),
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("checkpoints")
+            .join(FILE_NAME),
+    ];
+    let xdg = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute());
+    let home = std::env::var_os("HOME").map(|h| Path::new(&h).join(".local/share"));
+    if let Some(data) = xdg.or(home) {
+        paths.push(data.join("faststyle").join(FILE_NAME));
+    }
+    paths
+}
+
+/// Finds the VGG16 weights: `explicit` (`--vgg`) when given, else the file that
+/// `$FASTSTYLE_VGG16` names, else the first of [`search_path`] that exists. When none is
+/// found, the error lists every place looked at, in order.
+pub fn locate(explicit: Option<&Path>) -> Result<PathBuf> {
+    let (path, source) = match (
+        explicit,
+        std::env::var_os(ENV_VAR).filter(|v| !v.is_empty()),
+    ) {
+        (Some(path), _) => (path.to_path_buf(), "--vgg"),
+        (None, Some(var)) => (PathBuf::from(var), ENV_VAR),
+        (None, None) => {
+            let paths = search_path();
+            if let Some(found) = paths.iter().find(|p| p.is_file()) {
+                return Ok(found.clone());
+            }
+            let looked: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+            bail!(
+                "VGG16 weights not found: looked for --vgg FILE, then ${ENV_VAR}, then {}; \
+                 `bash scripts/setup.sh` fetches them",
+                looked.join(", then ")
+            );
+        }
+    };
+    if !path.is_file() {
+        bail!(
+            "{}: VGG16 weights not found (given by {source}); `bash scripts/setup.sh` fetches \
+             them into checkpoints/",
+            path.display()
+        );
+    }
+    Ok(path)
+}
 
 /// Features of relu1_2, relu2_2, relu3_3 and relu4_3.
 pub struct Features {
@@ -45,6 +105,9 @@ impl Features {
 /// VGG16's first thirteen layers with frozen ImageNet weights.
 pub struct Vgg16 {
     convs: Vec<(Tensor, Tensor)>,
+    /// The weights cast once to the first half precision asked for (the network is frozen,
+    /// so casting them at every pass, twice a step, would be wasted work).
+    half: OnceLock<(Kind, Vec<(Tensor, Tensor)>)>,
     mean: Tensor,
     std: Tensor,
     _vs: nn::VarStore,
@@ -85,6 +148,7 @@ impl Vgg16 {
         };
         Ok(Self {
             convs,
+            half: OnceLock::new(),
             mean: stat(MEAN),
             std: stat(STD),
             _vs: vs,
@@ -98,17 +162,30 @@ impl Vgg16 {
     }
 
     fn conv(&self, x: &Tensor, i: usize) -> Tensor {
+        let (w, b) = self.weights(i, x.kind());
+        x.conv2d(&w, Some(b), [1, 1], [1, 1], [1, 1], 1).relu()
+    }
+
+    /// Convolution `i`'s weight and bias in `kind`.
+    fn weights(&self, i: usize, kind: Kind) -> (Tensor, Tensor) {
         let (w, b) = &self.convs[i];
-        let kind = x.kind();
-        x.conv2d(
-            &w.to_kind(kind),
-            Some(b.to_kind(kind)),
-            [1, 1],
-            [1, 1],
-            [1, 1],
-            1,
-        )
-        .relu()
+        if kind == Kind::Float {
+            return (w.shallow_clone(), b.shallow_clone());
+        }
+        let (k, cast) = self.half.get_or_init(|| {
+            let convs = self.convs.iter();
+            (
+                kind,
+                convs
+                    .map(|(w, b)| (w.to_kind(kind), b.to_kind(kind)))
+                    .collect(),
+            )
+        });
+        if *k == kind {
+            (cast[i].0.shallow_clone(), cast[i].1.shallow_clone())
+        } else {
+            (w.to_kind(kind), b.to_kind(kind))
+        }
     }
 
     fn pool(x: Tensor) -> Tensor {

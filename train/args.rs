@@ -1,8 +1,10 @@
 //! The command line of `train`, parsed in one place, and the run's configuration.
-use crate::styles;
-use anyhow::{bail, Result};
+use crate::{resume, styles};
+use anyhow::{anyhow, bail, Result};
 use clap::Parser;
 use faststyle::device::{DeviceChoice, Precision};
+use faststyle::loss::LossWeights;
+use faststyle::vgg;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -27,9 +29,11 @@ pub struct Args {
         conflicts_with = "style"
     )]
     pub add_style: Vec<PathBuf>,
-    /// VGG16 weights (safetensors, torchvision names).
-    #[arg(long, default_value = "checkpoints/vgg16.safetensors")]
-    pub vgg: PathBuf,
+    /// VGG16 weights (safetensors, torchvision names) [default: $FASTSTYLE_VGG16, else
+    /// checkpoints/vgg16.safetensors in the current folder, in this repository, or in
+    /// $XDG_DATA_HOME/faststyle (~/.local/share/faststyle)].
+    #[arg(long)]
+    pub vgg: Option<PathBuf>,
     /// Folder for this run's style model and training state [default: checkpoints/NAME].
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -74,33 +78,106 @@ pub struct Args {
     /// Seed of the initial weights and of the data order [default: 42].
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Save the style model and training state every N iterations (and at the end).
-    #[arg(long, default_value_t = 1000)]
-    pub checkpoint_every: u64,
-    /// Log losses every N iterations (each logged value is the mean since the last log).
-    #[arg(long, default_value_t = 10)]
-    pub log_every: u64,
-    /// Log stylized sample images every N iterations.
-    #[arg(long, default_value_t = 500)]
-    pub image_every: u64,
+    /// Save the style model and training state every N iterations (and at the end)
+    /// [default: 1000, or the resumed run's].
+    #[arg(long)]
+    pub checkpoint_every: Option<u64>,
+    /// Log losses every N iterations (each logged value is the mean since the last log)
+    /// [default: 10, or the resumed run's].
+    #[arg(long)]
+    pub log_every: Option<u64>,
+    /// Log stylized sample images every N iterations [default: 500, or the resumed run's].
+    #[arg(long)]
+    pub image_every: Option<u64>,
     /// Start from an existing style model's weights (fine-tuning).
     #[arg(long)]
     pub init: Option<PathBuf>,
-    /// Continue an interrupted run: its output folder or its style model file.
-    #[arg(long)]
-    pub resume: Option<PathBuf>,
+    /// Continue an interrupted run: its output folder or its style model file; with no
+    /// value, the run that the other options name (--out, or --name / --style).
+    #[arg(long, value_name = "PATH", num_args = 0..=1)]
+    pub resume: Option<Option<PathBuf>>,
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: DeviceChoice,
-    /// fp32, or bf16 / fp16 mixed precision (CUDA only).
-    #[arg(long, default_value = "fp32")]
-    pub precision: Precision,
+    /// Instead of training, optimise this photo's pixels against the same losses (Gatys et
+    /// al.) at the training scale, to judge --style-weight and the sizes in a minute.
+    /// Takes --style, the weights, --image-size, --style-size, --iterations (steps, default
+    /// 300), --vgg, --device and --precision.
+    #[arg(long, value_name = "PHOTO", conflicts_with_all = [
+        "dataset", "resume", "init", "out", "logdir", "name", "epochs", "batch_size", "lr",
+        "seed", "checkpoint_every", "image_every", "add_style", "stability_weight",
+    ])]
+    pub preview: Option<PathBuf>,
+    /// Where --preview writes its picture [default: PHOTO-preview.jpg beside the photo].
+    #[arg(short, long, value_name = "FILE", requires = "preview")]
+    pub output: Option<PathBuf>,
+    /// fp32, or mixed precision: bf16 (CUDA, or a CPU with AVX-512 BF16 or AMX), fp16 (CUDA)
+    /// [default: fp32, or the resumed run's].
+    #[arg(long)]
+    pub precision: Option<Precision>,
 }
 
 impl Args {
     /// Parses the process's arguments (clap exits with a usage message on error).
     pub fn parse_args() -> Self {
         Self::parse()
+    }
+
+    /// The loss weights given, or the defaults (content 1e5, style 1e10, tv 0, stability 0).
+    pub fn loss_weights(&self) -> Result<LossWeights> {
+        let w = LossWeights {
+            content: self.content_weight.unwrap_or(1e5),
+            style: self.style_weight.unwrap_or(1e10),
+            tv: self.tv_weight.unwrap_or(0.0),
+            stability: self.stability_weight.unwrap_or(0.0),
+        };
+        for (flag, v) in [
+            ("--content-weight", w.content),
+            ("--style-weight", w.style),
+            ("--tv-weight", w.tv),
+            ("--stability-weight", w.stability),
+        ] {
+            if !(v >= 0.0 && v.is_finite()) {
+                bail!("{flag} must be a finite number ≥ 0");
+            }
+        }
+        Ok(w)
+    }
+
+    /// The run's name: --name, else one made from the style images (see `styles`).
+    fn run_name(&self) -> Result<String> {
+        let name = match &self.name {
+            Some(n) => n.clone(),
+            None if self.style.is_empty() && self.add_style.is_empty() => {
+                bail!("--name or --style is needed to name the run")
+            }
+            None => {
+                styles::default_run_name(&self.style, self.init.as_deref(), &self.add_style)
+            }
+        };
+        if name.is_empty() || name.contains(['/', '\\']) {
+            bail!("--name `{name}` must be a plain file name");
+        }
+        Ok(name)
+    }
+
+    /// The run's output folder: --out, else checkpoints/NAME.
+    pub fn run_folder(&self) -> Result<PathBuf> {
+        match &self.out {
+            Some(out) => Ok(out.clone()),
+            None => Ok(PathBuf::from("checkpoints").join(self.run_name()?)),
+        }
+    }
+
+    /// What `--resume` names: its value, else the run that the other options name.
+    pub fn resume_path(&self) -> Option<Result<PathBuf>> {
+        let given = self.resume.as_ref()?;
+        Some(match given {
+            Some(path) => Ok(path.clone()),
+            None => self.run_folder().map_err(|_| {
+                anyhow!("--resume needs the run's folder (--resume checkpoints/NAME), or the options that named it (--out, --name or --style)")
+            }),
+        })
     }
 }
 
@@ -148,26 +225,20 @@ impl Config {
             bail!("--style is required (or --init MODEL --add-style IMAGE, or --resume PATH)");
         }
         let style = styles::expand(&args.style)?;
-        let name = match &args.name {
-            Some(n) => n.clone(),
-            None => styles::default_run_name(&args.style, args.init.as_deref(), &args.add_style),
-        };
-        if name.is_empty() || name.contains(['/', '\\']) {
-            bail!("--name `{name}` must be a plain file name");
-        }
+        let name = args.run_name()?;
+        let weights = args.loss_weights()?;
+        // Recorded absolute, so that the run resumes from any folder.
         let config = Self {
-            out: args
-                .out
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("checkpoints").join(&name)),
-            logdir: args
-                .logdir
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("runs").join(&name)),
-            dataset,
-            style,
-            add_style: args.add_style.clone(),
-            vgg: args.vgg.clone(),
+            out: absolute(args.run_folder()?),
+            logdir: absolute(
+                args.logdir
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from("runs").join(&name)),
+            ),
+            dataset: absolute(dataset),
+            style: style.into_iter().map(absolute).collect(),
+            add_style: args.add_style.iter().cloned().map(absolute).collect(),
+            vgg: absolute(vgg::locate(args.vgg.as_deref())?),
             name,
             epochs: match args.iterations {
                 Some(_) => None,
@@ -177,49 +248,61 @@ impl Config {
             batch_size: args.batch_size.unwrap_or(4),
             image_size: args.image_size.unwrap_or(256),
             style_size: args.style_size,
-            content_weight: args.content_weight.unwrap_or(1e5),
-            style_weight: args.style_weight.unwrap_or(1e10),
-            tv_weight: args.tv_weight.unwrap_or(0.0),
-            stability_weight: args.stability_weight.unwrap_or(0.0),
+            content_weight: weights.content,
+            style_weight: weights.style,
+            tv_weight: weights.tv,
+            stability_weight: weights.stability,
             lr: args.lr.unwrap_or(if args.add_style.is_empty() {
                 1e-3
             } else {
                 styles::ADD_STYLE_LR
             }),
             seed: args.seed.unwrap_or(42),
-            init: args.init.clone(),
-            checkpoint_every: args.checkpoint_every,
-            log_every: args.log_every,
-            image_every: args.image_every,
-            precision: args.precision.to_string(),
+            init: args.init.clone().map(absolute),
+            checkpoint_every: args.checkpoint_every.unwrap_or(1000),
+            log_every: args.log_every.unwrap_or(10),
+            image_every: args.image_every.unwrap_or(500),
+            precision: args.precision.unwrap_or_default().to_string(),
         };
         config.validate()?;
         Ok(config)
     }
 
-    /// A resumed run's configuration: the recorded one, with the run's length, intervals and
-    /// precision taken from the arguments. Flags that would change the recipe are refused.
+    /// A resumed run's configuration: the recorded one, with the run's length, intervals,
+    /// precision and file locations taken from the arguments where given. A recipe flag
+    /// given again with its recorded value is accepted (so that the original command with
+    /// `--resume` added works); a changed one is refused, naming both values.
     pub fn for_resume(mut recorded: Self, args: &Args) -> Result<Self> {
-        let fixed = [
-            ("--dataset", args.dataset.is_some()),
-            ("--style", !args.style.is_empty()),
-            ("--add-style", !args.add_style.is_empty()),
-            ("--name", args.name.is_some()),
-            ("--out", args.out.is_some()),
-            ("--batch-size", args.batch_size.is_some()),
-            ("--image-size", args.image_size.is_some()),
-            ("--style-size", args.style_size.is_some()),
-            ("--content-weight", args.content_weight.is_some()),
-            ("--style-weight", args.style_weight.is_some()),
-            ("--tv-weight", args.tv_weight.is_some()),
-            ("--stability-weight", args.stability_weight.is_some()),
-            ("--lr", args.lr.is_some()),
-            ("--seed", args.seed.is_some()),
-            ("--init", args.init.is_some()),
-        ];
-        if let Some((flag, _)) = fixed.iter().find(|(_, given)| *given) {
-            bail!("{flag} cannot be changed when resuming: the run keeps its recorded recipe");
+        let r = &recorded;
+        resume::same_path("--dataset", &r.dataset, args.dataset.as_deref())?;
+        if !args.style.is_empty() {
+            resume::same_paths("--style", &r.style, &styles::expand(&args.style)?)?;
         }
+        resume::same_paths("--add-style", &r.add_style, &args.add_style)?;
+        resume::same_path("--out", &r.out, args.out.as_deref())?;
+        resume::same_path_opt("--init", r.init.as_deref(), args.init.as_deref())?;
+        resume::same("--name", &r.name, args.name.as_ref())?;
+        resume::same("--batch-size", &r.batch_size, args.batch_size.as_ref())?;
+        resume::same("--image-size", &r.image_size, args.image_size.as_ref())?;
+        resume::same_opt("--style-size", r.style_size, args.style_size)?;
+        resume::same(
+            "--content-weight",
+            &r.content_weight,
+            args.content_weight.as_ref(),
+        )?;
+        resume::same(
+            "--style-weight",
+            &r.style_weight,
+            args.style_weight.as_ref(),
+        )?;
+        resume::same("--tv-weight", &r.tv_weight, args.tv_weight.as_ref())?;
+        resume::same(
+            "--stability-weight",
+            &r.stability_weight,
+            args.stability_weight.as_ref(),
+        )?;
+        resume::same("--lr", &r.lr, args.lr.as_ref())?;
+        resume::same("--seed", &r.seed, args.seed.as_ref())?;
         if let Some(n) = args.iterations {
             recorded.iterations = Some(n);
             recorded.epochs = None;
@@ -229,12 +312,22 @@ impl Config {
             recorded.iterations = None;
         }
         if let Some(dir) = &args.logdir {
-            recorded.logdir = dir.clone();
+            recorded.logdir = absolute(dir.clone());
         }
-        recorded.checkpoint_every = args.checkpoint_every;
-        recorded.log_every = args.log_every;
-        recorded.image_every = args.image_every;
-        recorded.precision = args.precision.to_string();
+        // The weights may have moved since the run started: --vgg, else the recorded file,
+        // else the usual search.
+        recorded.vgg = match &args.vgg {
+            Some(path) => absolute(vgg::locate(Some(path))?),
+            None if recorded.vgg.is_file() => recorded.vgg,
+            None => vgg::locate(None)?,
+        };
+        let keep = |given: Option<u64>, recorded: u64| given.unwrap_or(recorded);
+        recorded.checkpoint_every = keep(args.checkpoint_every, recorded.checkpoint_every);
+        recorded.log_every = keep(args.log_every, recorded.log_every);
+        recorded.image_every = keep(args.image_every, recorded.image_every);
+        if let Some(p) = args.precision {
+            recorded.precision = p.to_string();
+        }
         recorded.validate()?;
         Ok(recorded)
     }
@@ -268,4 +361,9 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// The path made absolute against the current folder (unchanged if that fails).
+fn absolute(path: PathBuf) -> PathBuf {
+    std::path::absolute(&path).unwrap_or(path)
 }

@@ -1,6 +1,9 @@
-//! `train`: fits a transformer network to one style image (or several) over a folder of photos.
+//! `train`: fits a transformer network to one style image (or several) over a folder of
+//! photos, or (`--preview`) shows in a minute what those losses make of one photo.
 mod args;
 mod logger;
+mod preview;
+mod resume;
 mod styles;
 mod trainer;
 
@@ -8,7 +11,11 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let args = args::Args::parse_args();
-    match trainer::run(args) {
+    let result = match args.preview.clone() {
+        Some(photo) => preview::run(&args, &photo),
+        None => trainer::run(args),
+    };
+    match result {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err:#}");

@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use faststyle::checkpoint::{self, ModelInfo, TrainState};
 use faststyle::conditional::StyleMix;
 use faststyle::data::{self, Dataset, Loader, LoaderConfig, Position};
-use faststyle::device;
+use faststyle::device::{self, Precision};
 use faststyle::fsutil;
 use faststyle::imageio;
 use faststyle::loss::{self, LossWeights};
@@ -85,30 +85,34 @@ impl RunFiles {
 /// Runs `train`; the exit code is 130 when interrupted (the run can be resumed).
 pub fn run(args: Args) -> Result<ExitCode> {
     let device = args.device.resolve()?;
-    let precision = args.precision;
-    precision.check_device(device)?;
-    let (config, files, resumed) = match &args.resume {
+    let (config, files, resumed) = match args.resume_path() {
         Some(path) => {
-            let files = RunFiles::find(path)?;
+            let files = RunFiles::find(&path?)?;
             let state = TrainState::load(&files.state)?;
             let recorded: Config = serde_json::from_value(state.config.clone())
                 .with_context(|| format!("{}: unreadable configuration", files.state.display()))?;
-            (Config::for_resume(recorded, &args)?, files, Some(state))
+            let mut config = Config::for_resume(recorded, &args)?;
+            // Wherever the run folder is now (it may have moved since).
+            if let Some(folder) = files.model.parent().filter(|p| p.is_dir()) {
+                config.out = std::path::absolute(folder).unwrap_or(config.out);
+            }
+            (config, files, Some(state))
         }
         None => {
             let config = Config::from_args(&args)?;
             let files = RunFiles::new(&config.out, &config.name);
             if files.state.exists() {
                 bail!(
-                    "{} already holds run `{}`: resume it with --resume {}, or choose another --name or --out",
+                    "{} already holds run `{}`: add --resume to continue it, or choose another --name or --out",
                     config.out.display(),
                     config.name,
-                    config.out.display()
                 );
             }
             (config, files, None)
         }
     };
+    let precision: Precision = config.precision.parse().map_err(anyhow::Error::msg)?;
+    precision.check_device(device)?;
 
     let interrupted = Arc::new(AtomicBool::new(false));
     let flag = interrupted.clone();
@@ -170,6 +174,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             String::new()
         }
     ));
+    logger.say(&format!("VGG16 weights: {}", config.vgg.display()));
 
     let samples = sample_batch(&dataset, &config)?.to_device(device);
     if start_step == 0 {
