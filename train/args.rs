@@ -151,9 +151,7 @@ impl Args {
             None if self.style.is_empty() && self.add_style.is_empty() => {
                 bail!("--name or --style is needed to name the run")
             }
-            None => {
-                styles::default_run_name(&self.style, self.init.as_deref(), &self.add_style)
-            }
+            None => styles::default_run_name(&self.style, self.init.as_deref(), &self.add_style),
         };
         if name.is_empty() || name.contains(['/', '\\']) {
             bail!("--name `{name}` must be a plain file name");
