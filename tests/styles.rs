@@ -545,16 +545,38 @@ fn two_styles_train_in_one_network_and_resume_exactly() {
         ),
     );
     ok(&first);
+    // The original command with --resume added: a different style list is refused, naming
+    // both; the same list (the folder, expanded again) resumes.
+    let candy = s(&r.path("styles/candy.png")).to_string();
+    let changed = run(
+        "train",
+        r.args(
+            "split",
+            &["--style", &candy, "--iterations", "6", "--resume"],
+        ),
+    );
+    assert_eq!(changed.status.code(), Some(1), "{}", stderr(&changed));
+    let refusal = error_lines(&changed);
+    assert_eq!(refusal.len(), 1, "{}", stderr(&changed));
+    assert!(
+        refusal[0].contains("--style cannot change") && refusal[0].contains("wave.png"),
+        "{}",
+        refusal[0]
+    );
     let again = run(
         "train",
-        [
-            "--resume",
-            s(&r.path("split")),
-            "--iterations",
-            "6",
-            "--log-every",
-            "1",
-        ],
+        r.args(
+            "split",
+            &[
+                "--style",
+                &styles,
+                "--iterations",
+                "6",
+                "--log-every",
+                "1",
+                "--resume",
+            ],
+        ),
     );
     ok(&again);
     let mut split = step_lines(&first);
