@@ -4,7 +4,7 @@
 //! the variation that matters, not to a large offset.
 use tch::{Device, Kind, Tensor};
 
-/// Per-channel centre and scale of one cell (1×C×1×1, float32, on the CPU).
+/// Per-channel centre and scale of one cell being encoded (1×C×1×1, float32, on the CPU).
 struct Coding {
     centre: Tensor,
     scale: Tensor,
@@ -14,7 +14,12 @@ struct Coding {
 pub struct Map {
     data: Tensor,
     cell: i64,
-    coding: Vec<Option<Coding>>,
+    /// Every cell's centre and scale (cells × C, float32), allocated once with the map: kept
+    /// as a small tensor per cell, they would be long-lived blocks scattered among the
+    /// tiles' large transient ones, and the heap would grow with the photo.
+    centres: Tensor,
+    scales: Tensor,
+    written: Vec<bool>,
     grid_cols: i64,
 }
 
@@ -30,10 +35,14 @@ impl Map {
     pub fn new(channels: i64, rows: i64, cols: i64, cell: i64) -> Self {
         let grid_rows = (rows + cell - 1) / cell;
         let grid_cols = (cols + cell - 1) / cell;
+        let cells = grid_rows * grid_cols;
+        let codings = || Tensor::zeros([cells, channels], (Kind::Float, Device::Cpu));
         Self {
             data: Tensor::zeros([1, channels, rows, cols], (Kind::Half, Device::Cpu)),
             cell,
-            coding: (0..grid_rows * grid_cols).map(|_| None).collect(),
+            centres: codings(),
+            scales: codings(),
+            written: vec![false; cells as usize],
             grid_cols,
         }
     }
@@ -56,7 +65,7 @@ impl Map {
 
     /// Cells down and across.
     pub fn grid(&self) -> (i64, i64) {
-        (self.coding.len() as i64 / self.grid_cols, self.grid_cols)
+        (self.written.len() as i64 / self.grid_cols, self.grid_cols)
     }
 
     /// Encodes cell (i, j)'s new values `t` (1×C×h×w, any device and kind).
@@ -83,7 +92,15 @@ impl Map {
             .narrow(2, r0, r1 - r0)
             .narrow(3, c0, c1 - c0)
             .copy_(&e.data);
-        self.coding[(e.index.0 * self.grid_cols + e.index.1) as usize] = Some(e.coding);
+        let k = e.index.0 * self.grid_cols + e.index.1;
+        let channels = self.centres.size()[1];
+        self.centres
+            .get(k)
+            .copy_(&e.coding.centre.reshape([channels]));
+        self.scales
+            .get(k)
+            .copy_(&e.coding.scale.reshape([channels]));
+        self.written[k as usize] = true;
     }
 
     /// Stores cell (i, j)'s new values.
@@ -101,11 +118,16 @@ impl Map {
             let mut pieces = Vec::new();
             for j in c0 / c..=(c1 - 1) / c {
                 let (b0, b1) = ((j * c).max(c0), ((j + 1) * c).min(c1));
-                let coding = self.coding[(i * self.grid_cols + j) as usize]
-                    .as_ref()
-                    .expect("a cell is read before it was written");
+                let k = i * self.grid_cols + j;
+                assert!(
+                    self.written[k as usize],
+                    "a cell is read before it was written"
+                );
+                let channels = self.centres.size()[1];
+                let scale = self.scales.get(k).view([1, channels, 1, 1]);
+                let centre = self.centres.get(k).view([1, channels, 1, 1]);
                 let piece = self.data.narrow(2, a0, a1 - a0).narrow(3, b0, b1 - b0);
-                pieces.push(piece.to_kind(Kind::Float) * &coding.scale + &coding.centre);
+                pieces.push(piece.to_kind(Kind::Float) * scale + centre);
             }
             strips.push(Tensor::cat(&pieces, 3));
         }

@@ -158,14 +158,18 @@ impl Stats {
         let squares = t
             .square()
             .sum_dim_intlist([0, 2, 3].as_slice(), false, Kind::Double);
-        self.sum = Some(match self.sum.take() {
-            Some(s) => s + sum,
-            None => sum,
-        });
-        self.squares = Some(match self.squares.take() {
-            Some(s) => s + squares,
-            None => squares,
-        });
+        // Accumulated in place: a fresh sum per tile would leave small long-lived blocks
+        // scattered among the tiles' large ones, and the heap would grow with the photo.
+        match (&mut self.sum, &mut self.squares) {
+            (Some(s), Some(q)) => {
+                *s += sum;
+                *q += squares;
+            }
+            _ => {
+                self.sum = Some(sum);
+                self.squares = Some(squares);
+            }
+        }
         self.count += size[0] * size[2] * size[3];
     }
 
