@@ -38,3 +38,15 @@ pub fn write_atomic_with(
     }
     result
 }
+
+/// Whether two paths name the same file, however spelled (relative, through a link); paths
+/// that cannot be resolved (a file not yet written) compare as absolute paths.
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    if a == b {
+        return true;
+    }
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => matches!((std::path::absolute(a), std::path::absolute(b)), (Ok(a), Ok(b)) if a == b),
+    }
+}

@@ -5,6 +5,7 @@ use crate::args::Args;
 use anyhow::{bail, Context, Result};
 use faststyle::data;
 use faststyle::device;
+use faststyle::fsutil;
 use faststyle::gatys::Gatys;
 use faststyle::imageio::{self, Picture};
 use faststyle::loss;
@@ -56,7 +57,7 @@ pub fn run(args: &Args, photo: &Path) -> Result<ExitCode> {
             imageio::WRITABLE_EXTENSIONS
         );
     }
-    if same_file(&output, photo) {
+    if fsutil::same_file(&output, photo) {
         bail!(
             "{}: the preview would overwrite the photo",
             output.display()
@@ -151,11 +152,4 @@ fn default_output(photo: &Path) -> PathBuf {
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "photo".into());
     photo.with_file_name(format!("{stem}-preview.jpg"))
-}
-
-fn same_file(a: &Path, b: &Path) -> bool {
-    match (a.canonicalize(), b.canonicalize()) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    }
 }

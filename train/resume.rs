@@ -1,5 +1,6 @@
 //! Resuming a run: recipe flags given again must repeat the values that the run recorded.
 use anyhow::{bail, Result};
+use faststyle::fsutil;
 use std::fmt::Display;
 use std::path::{Path, PathBuf};
 
@@ -27,7 +28,9 @@ pub fn same_opt<T: PartialEq + Display>(
 /// [`same`] for a path: the same file, however it is spelled (relative, via a link).
 pub fn same_path(flag: &str, recorded: &Path, given: Option<&Path>) -> Result<()> {
     match given {
-        Some(g) if !same_file(recorded, g) => changed(flag, &recorded.display(), &g.display()),
+        Some(g) if !fsutil::same_file(recorded, g) => {
+            changed(flag, &recorded.display(), &g.display())
+        }
         _ => Ok(()),
     }
 }
@@ -38,16 +41,6 @@ pub fn same_path_opt(flag: &str, recorded: Option<&Path>, given: Option<&Path>) 
         (Some(r), g) => same_path(flag, r, g),
         (None, Some(g)) => changed(flag, &"none", &g.display()),
         (None, None) => Ok(()),
-    }
-}
-
-fn same_file(a: &Path, b: &Path) -> bool {
-    if a == b {
-        return true;
-    }
-    match (a.canonicalize(), b.canonicalize()) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => matches!((std::path::absolute(a), std::path::absolute(b)), (Ok(a), Ok(b)) if a == b),
     }
 }
 
@@ -62,7 +55,10 @@ fn changed(flag: &str, recorded: &dyn Display, given: &dyn Display) -> Result<()
 pub fn same_paths(flag: &str, recorded: &[PathBuf], given: &[PathBuf]) -> Result<()> {
     let same = given.is_empty()
         || (recorded.len() == given.len()
-            && recorded.iter().zip(given).all(|(r, g)| same_file(r, g)));
+            && recorded
+                .iter()
+                .zip(given)
+                .all(|(r, g)| fsutil::same_file(r, g)));
     if same {
         return Ok(());
     }
