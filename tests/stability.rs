@@ -2,43 +2,13 @@
 //! to the total, and makes the trained network less sensitive to noise.
 mod common;
 
-use common::{bin, stderr, write_image};
+use common::{bin, stderr, write_image, write_random_vgg};
 use faststyle::checkpoint;
 use faststyle::transformer::TransformerNet;
 use std::path::Path;
 use std::process::{Command, Output};
 use tch::nn::{Module, VarStore};
 use tch::{Device, Kind, Tensor};
-
-/// Random VGG16 weights in the real file format (He-scaled).
-fn write_random_vgg(path: &Path) {
-    tch::manual_seed(11);
-    let shapes = [
-        (0, 3, 64),
-        (2, 64, 64),
-        (5, 64, 128),
-        (7, 128, 128),
-        (10, 128, 256),
-        (12, 256, 256),
-        (14, 256, 256),
-        (17, 256, 512),
-        (19, 512, 512),
-        (21, 512, 512),
-    ];
-    let mut tensors = Vec::new();
-    for (i, c_in, c_out) in shapes {
-        let std = (2.0 / (c_in * 9) as f64).sqrt();
-        tensors.push((
-            format!("features.{i}.weight"),
-            Tensor::randn([c_out, c_in, 3, 3], (Kind::Float, Device::Cpu)) * std,
-        ));
-        tensors.push((
-            format!("features.{i}.bias"),
-            Tensor::zeros([c_out], (Kind::Float, Device::Cpu)),
-        ));
-    }
-    checkpoint::write(path, &tensors, &Default::default(), Kind::Float).unwrap();
-}
 
 fn train(dir: &Path, name: &str, iterations: &str, extra: &[&str]) -> Output {
     let p = |s: &str| dir.join(s).to_str().unwrap().to_string();
@@ -113,7 +83,7 @@ fn the_stability_term_is_logged_and_makes_the_network_steadier() {
         write_image(&dir.path().join(format!("photos/p{i}.png")), 32, 32, i + 1);
     }
     write_image(&dir.path().join("style.png"), 32, 32, 99);
-    write_random_vgg(&dir.path().join("vgg.safetensors"));
+    write_random_vgg(&dir.path().join("vgg.safetensors"), 11);
 
     let plain = train(dir.path(), "plain", "5", &[]);
     let steady = train(dir.path(), "steady", "5", &["--stability-weight", "1000"]);
