@@ -1,143 +1,16 @@
-//! Raw RGB frames with their timestamps through a pipe, in NUT, ffmpeg's own container.
-//!
-//! A raw-video pipe carries pixels but no timestamps, so variable frame rates and the exact
-//! timing of every frame would be lost on the way through the network. NUT carries each
-//! frame's pts in the stream's exact time base (a rational), costs a few bytes a frame, and
-//! ffmpeg both writes it (the decoder's output) and reads it (the encoder's input). Only what
-//! this needs is here: one uncompressed RGB24 video stream.
+//! Reading ffmpeg's NUT output: packets, the frame-code table and frames with their pts.
+use super::*;
 use anyhow::{anyhow, bail, ensure, Context, Result};
-use std::io::{Read, Write};
-
-const ID_STRING: &[u8] = b"nut/multimedia container\0";
-const MAIN_STARTCODE: u64 = 0x7A56_1F5F_04AD + ((((b'N' as u64) << 8) + b'M' as u64) << 48);
-const STREAM_STARTCODE: u64 = 0x1140_5BF2_F9DB + ((((b'N' as u64) << 8) + b'S' as u64) << 48);
-const SYNCPOINT_STARTCODE: u64 = 0xE4AD_EECA_4569 + ((((b'N' as u64) << 8) + b'K' as u64) << 48);
-const INFO_STARTCODE: u64 = 0xAB68_B596_BA78 + ((((b'N' as u64) << 8) + b'I' as u64) << 48);
-
-const FLAG_KEY: u64 = 1;
-const FLAG_EOR: u64 = 2;
-const FLAG_CODED_PTS: u64 = 8;
-const FLAG_STREAM_ID: u64 = 16;
-const FLAG_SIZE_MSB: u64 = 32;
-const FLAG_CHECKSUM: u64 = 64;
-const FLAG_RESERVED: u64 = 128;
-const FLAG_SM_DATA: u64 = 256;
-const FLAG_HEADER_IDX: u64 = 1024;
-const FLAG_MATCH_TIME: u64 = 2048;
-const FLAG_CODED: u64 = 4096;
-const FLAG_INVALID: u64 = 8192;
-/// Main-header flag: frames may lie further from their syncpoint than `max_distance`.
-const MAIN_FLAG_BROADCAST: u64 = 1;
-
-/// The fourcc of packed 8-bit RGB in NUT (ffmpeg's `RGB[24]`).
-const RGB24: [u8; 4] = [b'R', b'G', b'B', 24];
-/// Largest header packet accepted (frames are read separately).
-const MAX_HEADER: u64 = 1 << 20;
-/// Largest frame accepted: a 16384×16384 RGB picture.
-const MAX_FRAME: u64 = 16384 * 16384 * 3;
-
-/// The video stream: picture size, time base and what players need to show it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StreamInfo {
-    /// Width in pixels.
-    pub width: u32,
-    /// Height in pixels.
-    pub height: u32,
-    /// Seconds per pts tick, as (numerator, denominator).
-    pub time_base: (u64, u64),
-    /// Sample (pixel) aspect ratio; (0, 0) when unknown.
-    pub sample_aspect: (u64, u64),
-    /// The nominal frame rate as ffmpeg states it (`30000/1001`), when known.
-    pub frame_rate: Option<String>,
-}
-
-impl StreamInfo {
-    /// Bytes in one RGB24 frame.
-    pub fn frame_bytes(&self) -> usize {
-        self.width as usize * self.height as usize * 3
-    }
-}
-
-/// One decoded picture: RGB24 rows, top first, and its presentation time in time-base ticks.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Frame {
-    /// Presentation timestamp.
-    pub pts: i64,
-    /// `width × height × 3` bytes.
-    pub rgb: Vec<u8>,
-}
-
-/// CRC-32 with the polynomial 0x04C11DB7, most significant bit first, initial value 0: NUT's
-/// checksum.
-fn crc(bytes: &[u8]) -> u32 {
-    static TABLE: std::sync::OnceLock<[u32; 256]> = std::sync::OnceLock::new();
-    let table = TABLE.get_or_init(|| {
-        let mut t = [0u32; 256];
-        for (i, slot) in t.iter_mut().enumerate() {
-            let mut c = (i as u32) << 24;
-            for _ in 0..8 {
-                c = if c & 0x8000_0000 != 0 {
-                    (c << 1) ^ 0x04C1_1DB7
-                } else {
-                    c << 1
-                };
-            }
-            *slot = c;
-        }
-        t
-    });
-    bytes.iter().fold(0u32, |c, &b| {
-        (c << 8) ^ table[((c >> 24) as u8 ^ b) as usize]
-    })
-}
-
-fn put_v(out: &mut Vec<u8>, value: u64) {
-    let mut groups = 1;
-    while groups < 10 && value >> (7 * groups) != 0 {
-        groups += 1;
-    }
-    for i in (1..groups).rev() {
-        out.push(0x80 | ((value >> (7 * i)) & 0x7F) as u8);
-    }
-    out.push((value & 0x7F) as u8);
-}
-
-fn put_s(out: &mut Vec<u8>, value: i64) {
-    let v = if value > 0 {
-        2 * value as u64 - 1
-    } else {
-        2 * value.unsigned_abs()
-    };
-    put_v(out, v);
-}
-
-fn put_str(out: &mut Vec<u8>, s: &[u8]) {
-    put_v(out, s.len() as u64);
-    out.extend_from_slice(s);
-}
-
-/// Appends a packet: startcode, forward pointer, body and the body's checksum.
-fn put_packet(out: &mut Vec<u8>, startcode: u64, body: &[u8]) {
-    let start = out.len();
-    out.extend_from_slice(&startcode.to_be_bytes());
-    let forward = body.len() as u64 + 4;
-    put_v(out, forward);
-    if forward > 4096 {
-        let header_crc = crc(&out[start..]);
-        out.extend_from_slice(&header_crc.to_be_bytes());
-    }
-    out.extend_from_slice(body);
-    out.extend_from_slice(&crc(body).to_be_bytes());
-}
+use std::io::Read;
 
 /// A cursor over a packet body.
-struct Body<'a> {
+pub(super) struct Body<'a> {
     bytes: &'a [u8],
     pos: usize,
 }
 
 impl<'a> Body<'a> {
-    fn new(bytes: &'a [u8]) -> Self {
+    pub(super) fn new(bytes: &'a [u8]) -> Self {
         Self { bytes, pos: 0 }
     }
 
@@ -154,7 +27,7 @@ impl<'a> Body<'a> {
         Ok(b)
     }
 
-    fn v(&mut self) -> Result<u64> {
+    pub(super) fn v(&mut self) -> Result<u64> {
         let mut value = 0u64;
         for _ in 0..10 {
             let b = self.byte()?;
@@ -166,7 +39,7 @@ impl<'a> Body<'a> {
         bail!("NUT number too long")
     }
 
-    fn s(&mut self) -> Result<i64> {
+    pub(super) fn s(&mut self) -> Result<i64> {
         let v = self.v()?.wrapping_add(1);
         Ok(if v & 1 == 1 {
             -((v >> 1) as i64)
@@ -678,7 +551,7 @@ fn side_data_len(data: &[u8]) -> Result<usize> {
 }
 
 /// `ticks` of time base `from` in time base `to`, rounded to the nearest tick.
-fn rescale(ticks: i64, from: (u64, u64), to: (u64, u64)) -> i64 {
+pub(super) fn rescale(ticks: i64, from: (u64, u64), to: (u64, u64)) -> i64 {
     if from == to {
         return ticks;
     }
@@ -696,241 +569,4 @@ fn read_exact_or(input: &mut impl Read, buf: &mut [u8], what: &str) -> Result<()
             anyhow!("{what}: {e}")
         }
     })
-}
-
-/// Writes one raw RGB24 video stream as NUT for ffmpeg to read (`-f nut -i pipe:0`).
-pub struct Writer<W: Write> {
-    output: W,
-    info: StreamInfo,
-    buf: Vec<u8>,
-    last_pts: Option<i64>,
-}
-
-/// The only valid frame code this writer uses: every field coded in the frame header.
-const FRAME_CODE: u8 = 1;
-
-impl<W: Write> Writer<W> {
-    /// Writes the headers of a stream described by `info`.
-    pub fn new(mut output: W, info: StreamInfo) -> Result<Self> {
-        let (num, den) = reduce(info.time_base);
-        ensure!(
-            num > 0 && den > 0 && num < 1 << 31 && den < 1 << 31,
-            "time base {num}/{den} cannot be stored"
-        );
-        let mut out = ID_STRING.to_vec();
-
-        let mut main = Vec::new();
-        put_v(&mut main, 3); // version
-        put_v(&mut main, 1); // streams
-        put_v(&mut main, 65536); // max distance between syncpoints
-        put_v(&mut main, 1); // time bases
-        put_v(&mut main, num);
-        put_v(&mut main, den);
-        // Frame codes: 0 invalid; 1 a keyframe with pts, size and checksum coded; the rest
-        // ('N' skipped by the format) invalid.
-        for (flags, count) in [
-            (FLAG_INVALID, 1),
-            (FLAG_KEY | FLAG_CODED_PTS | FLAG_SIZE_MSB | FLAG_CHECKSUM, 1),
-            (FLAG_INVALID, 253),
-        ] {
-            put_v(&mut main, flags);
-            put_v(&mut main, 6); // fields: pts delta, size mul, stream, size lsb, reserved, count
-            put_s(&mut main, 0);
-            put_v(&mut main, 1);
-            put_v(&mut main, 0);
-            put_v(&mut main, 0);
-            put_v(&mut main, 0);
-            put_v(&mut main, count);
-        }
-        // No elision headers, but the count must be there: without it ffmpeg has none, not
-        // even the empty one that every frame refers to.
-        put_v(&mut main, 0);
-        put_packet(&mut out, MAIN_STARTCODE, &main);
-
-        let mut stream = Vec::new();
-        put_v(&mut stream, 0); // stream id
-        put_v(&mut stream, 0); // class: video
-        put_str(&mut stream, &RGB24);
-        put_v(&mut stream, 0); // time base id
-        put_v(&mut stream, 16 - 1); // msb_pts_shift (unused: full pts coded)
-        put_v(&mut stream, 1 << 30); // max pts distance
-        put_v(&mut stream, 0); // decode delay
-        put_v(&mut stream, 0); // flags
-        put_v(&mut stream, 0); // no extradata
-        put_v(&mut stream, u64::from(info.width));
-        put_v(&mut stream, u64::from(info.height));
-        put_v(&mut stream, info.sample_aspect.0);
-        put_v(&mut stream, info.sample_aspect.1);
-        put_v(&mut stream, 0); // colourspace: unknown
-        put_packet(&mut out, STREAM_STARTCODE, &stream);
-
-        if let Some(rate) = &info.frame_rate {
-            let mut meta = Vec::new();
-            put_v(&mut meta, 1); // stream 0 + 1
-            put_s(&mut meta, 0); // no chapter
-            put_v(&mut meta, 0);
-            put_v(&mut meta, 0);
-            put_v(&mut meta, 1);
-            put_str(&mut meta, b"r_frame_rate");
-            put_s(&mut meta, -1);
-            put_str(&mut meta, rate.as_bytes());
-            put_packet(&mut out, INFO_STARTCODE, &meta);
-        }
-        output
-            .write_all(&out)
-            .context("cannot send frames to the encoder")?;
-        Ok(Self {
-            output,
-            info,
-            buf: Vec::new(),
-            last_pts: None,
-        })
-    }
-
-    /// Writes one frame (`width × height × 3` bytes); timestamps must increase.
-    pub fn write_frame(&mut self, pts: i64, rgb: &[u8]) -> Result<()> {
-        ensure!(
-            rgb.len() == self.info.frame_bytes(),
-            "frame of {} bytes, expected {}",
-            rgb.len(),
-            self.info.frame_bytes()
-        );
-        ensure!(pts >= 0, "negative timestamp {pts}");
-        if let Some(last) = self.last_pts {
-            ensure!(pts > last, "timestamp {pts} after {last}: not increasing");
-        }
-        self.buf.clear();
-        // A syncpoint before every frame: frames are larger than the distance a reader
-        // allows between a syncpoint and a frame header.
-        let mut sync = Vec::new();
-        put_v(&mut sync, pts as u64); // global key pts (one time base)
-        put_v(&mut sync, 0); // back pointer: this syncpoint
-        put_packet(&mut self.buf, SYNCPOINT_STARTCODE, &sync);
-        let header_start = self.buf.len();
-        self.buf.push(FRAME_CODE);
-        put_v(&mut self.buf, pts as u64 + (1 << 15)); // full pts (≥ 1 << msb_pts_shift)
-        put_v(&mut self.buf, rgb.len() as u64);
-        let sum = crc(&self.buf[header_start..]);
-        self.buf.extend_from_slice(&sum.to_be_bytes());
-        self.output
-            .write_all(&self.buf)
-            .and_then(|_| self.output.write_all(rgb))
-            .context("cannot send frames to the encoder")?;
-        self.last_pts = Some(pts);
-        Ok(())
-    }
-
-    /// Flushes and returns the output (dropping it closes a pipe).
-    pub fn finish(mut self) -> Result<W> {
-        self.output
-            .flush()
-            .context("cannot send frames to the encoder")?;
-        Ok(self.output)
-    }
-}
-
-fn reduce((n, d): (u64, u64)) -> (u64, u64) {
-    fn gcd(a: u64, b: u64) -> u64 {
-        if b == 0 {
-            a
-        } else {
-            gcd(b, a % b)
-        }
-    }
-    let g = gcd(n, d).max(1);
-    (n / g, d / g)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn info() -> StreamInfo {
-        StreamInfo {
-            width: 5,
-            height: 3,
-            time_base: (1001, 30000),
-            sample_aspect: (4, 3),
-            frame_rate: Some("30000/1001".into()),
-        }
-    }
-
-    #[test]
-    fn crc_matches_the_reference_value() {
-        // CRC-32/MPEG-2 without its initial 0xFFFFFFFF: a known check value of "123456789".
-        assert_eq!(crc(b"123456789"), 0x89A1_897F);
-        // A body followed by its checksum leaves no remainder.
-        let mut b = b"faststyle".to_vec();
-        let c = crc(&b);
-        b.extend_from_slice(&c.to_be_bytes());
-        assert_eq!(crc(&b), 0);
-    }
-
-    #[test]
-    fn numbers_round_trip() {
-        for v in [0u64, 1, 127, 128, 300, 1 << 35, u64::MAX >> 1] {
-            let mut out = Vec::new();
-            put_v(&mut out, v);
-            assert_eq!(Body::new(&out).v().unwrap(), v);
-        }
-        for s in [0i64, 1, -1, 63, -64, 1 << 40, -(1 << 40)] {
-            let mut out = Vec::new();
-            put_s(&mut out, s);
-            assert_eq!(Body::new(&out).s().unwrap(), s);
-        }
-    }
-
-    #[test]
-    fn written_frames_read_back_with_their_timestamps() {
-        let info = info();
-        let frames: Vec<Frame> = [0i64, 1, 3, 4, 40, 1_000_000]
-            .iter()
-            .map(|&pts| Frame {
-                pts,
-                rgb: (0..45).map(|i| (i as i64 * 7 + pts) as u8).collect(),
-            })
-            .collect();
-        let mut w = Writer::new(Vec::new(), info.clone()).unwrap();
-        for f in &frames {
-            w.write_frame(f.pts, &f.rgb).unwrap();
-        }
-        let bytes = w.finish().unwrap();
-        let mut r = Reader::open(bytes.as_slice()).unwrap();
-        assert_eq!(r.info(), &info);
-        let mut back = Vec::new();
-        while let Some(f) = r.next_frame().unwrap() {
-            back.push(f);
-        }
-        assert_eq!(back, frames);
-    }
-
-    #[test]
-    fn damaged_streams_are_errors() {
-        let mut w = Writer::new(Vec::new(), info()).unwrap();
-        w.write_frame(0, &[9; 45]).unwrap();
-        w.write_frame(1, &[8; 45]).unwrap();
-        let bytes = w.finish().unwrap();
-        // Cut inside the second frame.
-        let mut r = Reader::open(&bytes[..bytes.len() - 10]).unwrap();
-        assert!(r.next_frame().unwrap().is_some());
-        let err = r.next_frame().unwrap_err().to_string();
-        assert!(err.contains("ends inside a frame"), "{err}");
-        // A flipped bit in the main header.
-        let mut bad = bytes.clone();
-        bad[40] ^= 0x10;
-        assert!(Reader::open(bad.as_slice()).is_err());
-        assert!(Reader::open(&b""[..]).is_err());
-        // Timestamps must increase.
-        let mut w = Writer::new(Vec::new(), info()).unwrap();
-        w.write_frame(5, &[0; 45]).unwrap();
-        assert!(w.write_frame(5, &[0; 45]).is_err());
-    }
-
-    #[test]
-    fn rescale_rounds_to_the_nearest_tick() {
-        assert_eq!(rescale(3, (1, 10), (1, 100)), 30);
-        assert_eq!(rescale(1, (1, 3), (1, 10)), 3);
-        assert_eq!(rescale(2, (1, 3), (1, 10)), 7);
-        assert_eq!(rescale(-2, (1, 3), (1, 10)), -7);
-    }
 }
