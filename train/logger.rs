@@ -1,18 +1,9 @@
 //! Where a run reports: TensorBoard event files, and the terminal (a bar, or plain lines).
+use crate::meter::LossMeans;
 use anyhow::{Context, Result};
 use indicatif::ProgressBar;
 use std::path::Path;
 use tensorboard_rs::summary_writer::SummaryWriter;
-
-/// Mean losses over the iterations since the previous log.
-#[derive(Clone, Copy, Debug)]
-pub struct LossMeans {
-    pub content: f64,
-    pub style: f64,
-    pub tv: f64,
-    pub total: f64,
-    pub stability: f64,
-}
 
 /// The run's TensorBoard writer and terminal output.
 pub struct Logger {

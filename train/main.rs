@@ -1,9 +1,15 @@
 //! `train`: fits a transformer network to one style image (or several) over a folder of
 //! photos, or (`--preview`) shows in a minute what those losses make of one photo.
 mod args;
+mod checkpointer;
 mod logger;
+mod meter;
 mod preview;
 mod resume;
+mod samples;
+mod schedule;
+mod session;
+mod signals;
 mod styles;
 mod trainer;
 
