@@ -138,6 +138,7 @@ fn evaluate(a: &EvaluateArgs) -> Result<()> {
         style: a.style_weight,
         tv: 0.0,
         stability: 0.0,
+        temporal: 0.0,
     };
     for spec in &a.style {
         let Some((key, image)) = spec.split_once('=') else {
@@ -202,6 +203,7 @@ fn step_time(a: &StepTimeArgs) -> Result<()> {
         style: 1e10,
         tv: 0.0,
         stability: 0.0,
+        temporal: 0.0,
     };
     // Full training of a one-style network; adding style 1 to a two-style one.
     let mut kinds = [
@@ -220,6 +222,7 @@ fn step_time(a: &StepTimeArgs) -> Result<()> {
                 precision: Precision::Fp32,
                 device,
                 pinned_copies: false,
+                draws: Default::default(),
             };
             let t0 = Instant::now();
             let losses = step.run(&batch, adam, &mut scaler)?;

@@ -418,6 +418,7 @@ fn train_step(a: &TrainStepArgs) -> Result<()> {
         style: a.style_weight,
         tv: a.tv_weight,
         stability: 0.0,
+        temporal: 0.0,
     };
     let mut scaler = LossScaler::new(precision);
     let stepper = Step {
@@ -429,6 +430,7 @@ fn train_step(a: &TrainStepArgs) -> Result<()> {
         precision,
         device,
         pinned_copies: !a.no_pin,
+        draws: Default::default(),
     };
     // Losses stay on the device: no host synchronisation inside the timed steps.
     let mut sums = Tensor::zeros([4], (Kind::Float, device));

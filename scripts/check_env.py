@@ -2,7 +2,7 @@
 import importlib
 import sys
 
-REQUIRED = ["numpy", "safetensors", "tensorboard", "PIL", "onnx", "onnxruntime", "imageio_ffmpeg"]
+REQUIRED = ["numpy", "safetensors", "tensorboard", "PIL", "onnx", "onnxruntime", "imageio_ffmpeg", "cv2"]
 
 import torch  # noqa: E402
 

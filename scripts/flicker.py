@@ -1,16 +1,32 @@
-"""Flicker of a stylized video: how much its frames change from one to the next, relative to
-how much the input's frames do.
+"""How steady a stylized video is: its warping error (Lai et al. 2018) along the input's motion,
+and the flicker ratio, for any clip and its stylized versions.
 
 usage:
-  flicker.py INPUT STYLIZED [--json OUT]      the ratio for any clip and its stylized version
-  flicker.py --make-clip PHOTO OUT.mp4 [--frames 60] [--size 256] [--noise 6]
-                                              a still scene with fresh noise in every frame
+  flicker.py INPUT STYLIZED... [--motion SPEC | --opencv] [--json OUT]
+  flicker.py --make-clip PHOTO OUT.mp4 [--motion-kind still|pan|zoom|rotate|object|shake]
+             [--photo2 PHOTO] [--frames 60] [--size 256] [--noise 3] [--seed 0]
 
-flicker = mean |S[t] - S[t-1]| / mean |I[t] - I[t-1]| over consecutive frames t, on RGB
-values 0..255 (S the stylized frames, I the input's). On a still scene with noise the input
-changes only by the noise, so a ratio of 1 means the network passes the noise on unchanged and
-above 1 that it amplifies it into flicker. Frames are decoded one at a time by ffmpeg
-(FASTSTYLE_FFMPEG, else ffmpeg on PATH, else imageio-ffmpeg's), so clips of any length fit.
+Warping error: warp stylized frame t to t+1 along the input's optical flow, then the mean
+squared difference to stylized frame t+1 (RGB in 0..1, squared norm over the channels), over
+the pixels visible in both frames (a forward-backward flow check marks occlusions and the
+borders that motion uncovers), averaged over the pairs; see warping.py. It is reported for the
+input too, to read the stylized figures against. Lower is steadier; an output that follows the
+motion exactly scores 0 (the input scores its noise and its resampling).
+
+The flow: the exact one when the clip was made by --make-clip (it writes OUT.motion.json beside
+the clip, found automatically, or give --motion), else OpenCV's DIS estimator (pip package
+opencv-python-headless; --opencv forces it).
+
+Flicker ratio (the older, second figure): mean |S[t] - S[t-1]| / mean |I[t] - I[t-1]| over
+consecutive frames, RGB 0..255; it does not follow the motion, so real motion counts in it.
+
+--make-clip renders a clip from a photo with a known motion, 30 frames/s, with Gaussian sensor
+noise of --noise levels fresh in every frame, H.264 at CRF 12 (.mkv: lossless PNG frames):
+still, pan (1.7 px a frame), zoom (1 % a frame), rotate (0.5 degrees a frame), object (a disc
+of --photo2 crossing at 2.5 px a frame over the still photo), shake (a hand's smooth tremor).
+
+Frames are decoded by ffmpeg (FASTSTYLE_FFMPEG, else ffmpeg on PATH, else imageio-ffmpeg's) one
+at a time, all clips in step, so clips of any length fit.
 """
 import argparse
 import json
@@ -20,6 +36,9 @@ import subprocess
 import sys
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import warping  # noqa: E402
 
 
 def find_ffmpeg():
@@ -31,6 +50,22 @@ def find_ffmpeg():
         return imageio_ffmpeg.get_ffmpeg_exe()
     except ImportError:
         sys.exit("no ffmpeg: set FASTSTYLE_FFMPEG, put ffmpeg on PATH or pip install imageio-ffmpeg")
+
+
+def version(ffmpeg):
+    """(major, minor) of an ffmpeg; a development build without a number counts as new."""
+    out = subprocess.run([ffmpeg, "-version"], capture_output=True, text=True).stdout.split()
+    v = out[2] if len(out) > 2 and out[0] == "ffmpeg" else ""
+    digits = v.lstrip("n").split("-")[0].split(".")
+    try:
+        return int(digits[0]), int(digits[1]) if len(digits) > 1 else 0
+    except ValueError:
+        return (99, 0)
+
+
+def passthrough(ffmpeg):
+    """Every decoded frame once: -fps_mode (ffmpeg 5.1 on), -vsync before (gone in 8)."""
+    return ["-fps_mode", "passthrough"] if version(ffmpeg) >= (5, 1) else ["-vsync", "passthrough"]
 
 
 def size_of(ffmpeg, path):
@@ -45,9 +80,9 @@ def size_of(ffmpeg, path):
 
 
 def frames(ffmpeg, path):
-    """Yields each decoded frame of a file as an H×W×3 float32 array."""
+    """Yields each decoded frame of a file as an H x W x 3 uint8 array."""
     w, h = size_of(ffmpeg, path)
-    proc = subprocess.Popen([ffmpeg, "-v", "error", "-i", path, "-map", "0:V:0", "-fps_mode", "passthrough",
+    proc = subprocess.Popen([ffmpeg, "-v", "error", "-i", path, "-map", "0:V:0", *passthrough(ffmpeg),
                              "-f", "rawvideo", "-pix_fmt", "rgb24", "-"], stdout=subprocess.PIPE)
     n = w * h * 3
     try:
@@ -55,62 +90,101 @@ def frames(ffmpeg, path):
             buf = proc.stdout.read(n)
             if len(buf) < n:
                 break
-            yield np.frombuffer(buf, np.uint8).reshape(h, w, 3).astype(np.float32)
+            yield np.frombuffer(buf, np.uint8).reshape(h, w, 3)
     finally:
         proc.stdout.close()
         proc.wait()
 
 
-def mean_change(ffmpeg, path):
-    """Mean absolute change between consecutive frames, and the number of frames."""
-    prev, total, count, n = None, 0.0, 0, 0
-    for f in frames(ffmpeg, path):
-        n += 1
-        if prev is not None:
-            total += float(np.abs(f - prev).mean())
-            count += 1
-        prev = f
-    if count == 0:
-        sys.exit(f"{path}: fewer than two frames")
-    return total / count, n
+def load_photo(path):
+    from PIL import Image
+    return np.asarray(Image.open(path).convert("RGB"), dtype=np.float64)
 
 
-def make_clip(ffmpeg, photo, out, frames_n, size, noise):
-    """A still photo, scaled to `size` px on its longer side, with temporal noise (fresh in
-    every frame, `noise` = ffmpeg's noise strength), 30 frames/s, H.264 at high quality."""
-    vf = (f"scale='if(gte(iw,ih),{size},-2)':'if(gte(iw,ih),-2,{size})',"
-          f"setsar=1,noise=alls={noise}:allf=t,format=yuv420p")
-    subprocess.run([ffmpeg, "-v", "error", "-y", "-loop", "1", "-framerate", "30", "-i", photo,
-                    "-frames:v", str(frames_n), "-vf", vf, "-c:v", "libx264", "-crf", "10", out], check=True)
+def write_clip(ffmpeg, out, rendered, size):
+    """Encodes H x W x 3 uint8 frames: .mkv losslessly (PNG frames), else H.264 at CRF 12."""
+    codec = (["-c:v", "png", "-pix_fmt", "rgb24"] if out.lower().endswith(".mkv")
+             else ["-c:v", "libx264", "-crf", "12", "-pix_fmt", "yuv420p"])
+    proc = subprocess.Popen([ffmpeg, "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
+                             "-s", f"{size}x{size}", "-r", "30", "-i", "-", *codec, out], stdin=subprocess.PIPE)
+    for frame in rendered:
+        proc.stdin.write(np.ascontiguousarray(frame, dtype=np.uint8).tobytes())
+    proc.stdin.close()
+    if proc.wait() != 0:
+        sys.exit(f"{out}: ffmpeg could not write the clip")
+
+
+def make_clip(ffmpeg, a):
+    photo, out = a.make_clip
+    photos = [load_photo(photo)]
+    if a.motion_kind == "object":
+        photos.append(load_photo(a.photo2 or photo))
+    sizes = [(p.shape[1], p.shape[0]) for p in photos]
+    if min(min(s) for s in sizes[:1]) < a.size:
+        sys.exit(f"{photo}: smaller than --size {a.size}")
+    motion = warping.make_motion(a.motion_kind, a.size, a.frames, sizes, a.seed)
+    rng = np.random.default_rng(a.seed + 1)
+
+    def rendered():
+        for t in range(a.frames):
+            f = motion.render(photos, t) + rng.normal(0, a.noise, (a.size, a.size, 3))
+            yield np.clip(np.rint(f), 0, 255).astype(np.uint8)
+
+    write_clip(ffmpeg, out, rendered(), a.size)
+    with open(spec_path(out), "w") as f:
+        json.dump(motion.spec(), f)
+
+
+def spec_path(clip):
+    return clip + ".motion.json"
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("input", nargs="?")
-    p.add_argument("stylized", nargs="?")
+    p.add_argument("stylized", nargs="*")
     p.add_argument("--json", help="also write the figures to this file")
+    p.add_argument("--motion", help="the input's motion (default: INPUT.motion.json if it exists)")
+    p.add_argument("--opencv", action="store_true", help="estimate the flow with OpenCV even if the motion is known")
     p.add_argument("--make-clip", nargs=2, metavar=("PHOTO", "OUT"))
+    p.add_argument("--motion-kind", default="still", choices=["still", "pan", "zoom", "rotate", "object", "shake"])
+    p.add_argument("--photo2", help="the moving object's photo (--motion-kind object)")
     p.add_argument("--frames", type=int, default=60)
     p.add_argument("--size", type=int, default=256)
-    p.add_argument("--noise", type=int, default=6)
+    p.add_argument("--noise", type=float, default=3.0, help="sensor noise, standard deviation in levels of 255")
+    p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
     ffmpeg = find_ffmpeg()
     if a.make_clip:
-        make_clip(ffmpeg, a.make_clip[0], a.make_clip[1], a.frames, a.size, a.noise)
+        make_clip(ffmpeg, a)
         return
     if not (a.input and a.stylized):
-        p.error("give INPUT and STYLIZED (or --make-clip PHOTO OUT)")
-    change_in, n_in = mean_change(ffmpeg, a.input)
-    change_out, n_out = mean_change(ffmpeg, a.stylized)
-    if n_in != n_out:
-        print(f"warning: {n_in} input frames, {n_out} stylized frames", file=sys.stderr)
-    rec = {"input": a.input, "stylized": a.stylized, "frames": n_out,
-           "input_change": change_in, "stylized_change": change_out, "flicker": change_out / change_in}
-    print(f"frames {n_out}  input change {change_in:.3f}  stylized change {change_out:.3f}  "
-          f"flicker ratio {rec['flicker']:.3f}")
+        p.error("give INPUT and STYLIZED... (or --make-clip PHOTO OUT)")
+    motion_file = a.motion or (spec_path(a.input) if os.path.exists(spec_path(a.input)) else None)
+    if motion_file and not a.opencv:
+        motion = warping.Motion.load(motion_file)
+        pair_flows, flow = motion.pair_flows, f"exact ({motion_file})"
+    else:
+        pair_flows, flow = warping.opencv_flows(), "OpenCV DIS"
+    size = size_of(ffmpeg, a.input)
+    for s in a.stylized:
+        if size_of(ffmpeg, s) != size:
+            sys.exit(f"{s}: {size_of(ffmpeg, s)} frames, the input's are {size}")
+    clips = [frames(ffmpeg, path) for path in [a.input, *a.stylized]]
+    r = warping.measure(clips, pair_flows)
+    rec = {"input": a.input, "flow": flow, "frames": r["frames"], "visible": r["visible"],
+           "input_warping_error": r["warping_error"][0], "input_change": r["change"][0], "stylized": []}
+    print(f"{a.input}: {r['frames']} frames, flow {flow}, {100 * r['visible']:.1f}% of pixels visible in both frames")
+    print(f"  {'clip':<40} {'warping error':>14} {'flicker ratio':>14}")
+    print(f"  {'(input)':<40} {r['warping_error'][0]:>14.6f} {1.0:>14.3f}")
+    for i, s in enumerate(a.stylized, 1):
+        ratio = r["change"][i] / r["change"][0] if r["change"][0] > 0 else float("inf")
+        rec["stylized"].append({"clip": s, "warping_error": r["warping_error"][i],
+                                "change": r["change"][i], "flicker": ratio})
+        print(f"  {s:<40} {r['warping_error'][i]:>14.6f} {ratio:>14.3f}")
     if a.json:
         with open(a.json, "w") as f:
-            json.dump(rec, f)
+            json.dump(rec, f, indent=1)
 
 
 if __name__ == "__main__":

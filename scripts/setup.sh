@@ -38,6 +38,18 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
     fi
 fi
 
+# The distribution's own ffmpeg (Debian 12: 5.1), unpacked off PATH into .venv/distro-ffmpeg,
+# for the video test that runs infer with it as the distribution's users have it
+# (tests/video.rs, which says it was skipped without it). Only as root, from the OS packages.
+if [ ! -x .venv/distro-ffmpeg/ffmpeg ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && command -v dpkg >/dev/null; then
+        echo "setup: unpacking the distribution's ffmpeg into .venv/distro-ffmpeg (not on PATH)"
+        bash scripts/distro_ffmpeg.sh .venv/distro-ffmpeg || echo "setup: could not unpack it; that test will be skipped"
+    else
+        echo "setup: not root: the distribution's ffmpeg is not unpacked; its video test will be skipped"
+    fi
+fi
+
 bash scripts/fetch_vgg16.sh
 bash scripts/make_sample_dataset.sh
 echo "setup: done. Binaries: target/release/train, target/release/infer"

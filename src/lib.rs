@@ -15,6 +15,7 @@ pub mod loss;
 pub mod optim;
 pub mod progress;
 pub mod styles;
+pub mod temporal;
 pub mod tiled;
 pub mod training;
 pub mod transformer;

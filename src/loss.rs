@@ -70,6 +70,8 @@ pub struct LossWeights {
     pub tv: f64,
     /// Stability (noise-robustness) weight (default 0: off).
     pub stability: f64,
+    /// Temporal-consistency weight (default 0: off; see `temporal`).
+    pub temporal: f64,
 }
 
 /// The losses of one batch, as scalar tensors.
@@ -82,6 +84,8 @@ pub struct Losses {
     pub tv: Tensor,
     /// Weighted stability loss (zero unless the training step adds it).
     pub stability: Tensor,
+    /// Weighted temporal loss (zero unless the training step adds it).
+    pub temporal: Tensor,
     /// Their sum.
     pub total: Tensor,
 }
@@ -125,6 +129,7 @@ pub fn losses_against(
         style,
         tv,
         stability: Tensor::zeros([], (Kind::Float, y.device())),
+        temporal: Tensor::zeros([], (Kind::Float, y.device())),
         total,
     }
 }

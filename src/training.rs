@@ -4,6 +4,7 @@ use crate::conditional::StyleMix;
 use crate::device::{self, Precision};
 use crate::loss::{self, LossWeights, Losses};
 use crate::optim::Adam;
+use crate::temporal::{Draws, MovedBatch, Purpose};
 use crate::transformer::TransformerNet;
 use crate::vgg::Vgg16;
 use anyhow::Result;
@@ -28,6 +29,8 @@ pub struct Step<'a> {
     /// Whether a batch crosses to a CUDA device from pinned memory without waiting (else the
     /// copy waits for the device's queued work, which stalls the step's launches).
     pub pinned_copies: bool,
+    /// What the step's random draws (the stability and temporal terms') are a function of.
+    pub draws: Draws,
 }
 
 impl Step<'_> {
@@ -50,20 +53,34 @@ impl Step<'_> {
             Precision::Fp32 => x.shallow_clone(),
             other => x.to_kind(other.kind()),
         };
+        // Drawn once per batch from the seed and the step (a retry or a resume draws the same).
+        let noisy = (self.weights.stability > 0.0).then(|| {
+            let noise = self
+                .draws
+                .noise(Purpose::StabilityNoise, &x, loss::STABILITY_NOISE_STD);
+            (&x + noise).to_kind(input.kind())
+        });
+        let moved =
+            (self.weights.temporal > 0.0).then(|| MovedBatch::draw(&self.draws, &x, input.kind()));
         let mut tries = 0;
         loop {
             let style = StyleMix::One(self.style);
             let y = self.net.forward_style(&input, &style);
             let mut losses =
                 loss::perceptual_losses(self.vgg, &input, &y, self.style_grams, self.weights);
-            if self.weights.stability > 0.0 {
+            if let Some(noisy) = &noisy {
                 // The same photos with small noise must give the same output: a second forward
                 // pass of the transformer (not of VGG), both branches trained.
-                let noise = x.randn_like() * loss::STABILITY_NOISE_STD;
-                let noisy = (&x + noise).to_kind(input.kind());
-                let y_noisy = self.net.forward_style(&noisy, &style);
+                let y_noisy = self.net.forward_style(noisy, &style);
                 losses.stability = loss::stability_loss(&y, &y_noisy, self.weights.stability);
                 losses.total = &losses.total + &losses.stability;
+            }
+            if let Some(moved) = &moved {
+                // The photos moved as a next frame would be must give the output moved the
+                // same way: one more transformer pass, no VGG pass.
+                let y_moved = self.net.forward_style(&moved.input, &style);
+                losses.temporal = moved.loss(&y, &y_moved, self.weights.temporal);
+                losses.total = &losses.total + &losses.temporal;
             }
             adam.zero_grad()?;
             scaler.backward(&losses.total);

@@ -619,3 +619,150 @@ fn ctrl_c_during_a_video_leaves_nothing_half_written() {
     );
     assert!(!out_dir.join("long.mp4").exists());
 }
+
+/// Other ffmpeg builds that `infer` is run with, as users have them: the distribution's own
+/// (scripts/setup.sh, as root, unpacks Debian's into .venv/distro-ffmpeg, off PATH), and any
+/// listed in `$FASTSTYLE_TEST_FFMPEGS` (colon-separated).
+fn other_ffmpegs() -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::env::var_os("FASTSTYLE_TEST_FFMPEGS")
+        .map(|v| std::env::split_paths(&v).filter(|p| p.is_file()).collect())
+        .unwrap_or_default();
+    let distro = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/distro-ffmpeg/ffmpeg");
+    if distro.is_file() && !found.contains(&distro) {
+        found.push(distro);
+    }
+    found
+}
+
+/// The first line of `ffmpeg -version`.
+fn version_line(ffmpeg: &Path) -> String {
+    let out = Command::new(ffmpeg).arg("-version").output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
+
+#[test]
+fn each_ffmpeg_release_keeps_exact_times_sound_and_colour_tags() {
+    let tools = need_ffmpeg!();
+    let mut builds = vec![tools.clone()];
+    let others = other_ffmpegs();
+    if others.is_empty() {
+        eprintln!(
+            "SKIPPED for other ffmpeg releases: none in .venv/distro-ffmpeg (scripts/setup.sh \
+             as root unpacks Debian's there) or $FASTSTYLE_TEST_FFMPEGS; checking {} only",
+            version_line(&tools)
+        );
+    }
+    builds.extend(others);
+    let s = Setup::new(9);
+    // BT.601 (PAL) tags, sound, a variable frame rate: every fourth frame dropped.
+    let input = s.path("pal.mp4");
+    make_clip(
+        &tools,
+        &input,
+        "64x48",
+        30,
+        1.0,
+        &[
+            "-vf",
+            "select='not(eq(mod(n\\,4)\\,1))',setparams=color_primaries=bt470bg:\
+             color_trc=smpte170m:colorspace=bt470bg:range=tv",
+            "-fps_mode",
+            "vfr",
+            "-c:v",
+            "libx264",
+        ],
+    );
+    let times = frame_times(&tools, &input);
+    let sound = audio_packets(&tools, &input);
+    assert!(banner(&tools, &input).contains("bt470bg/bt470bg/smpte170m"));
+    for (i, build) in builds.iter().enumerate() {
+        let version = version_line(build);
+        eprintln!("infer with {version}");
+        let output = s.path(&format!("out{i}/pal.mp4"));
+        let out = s.infer(build, args![input, "-o", output]);
+        assert!(out.status.success(), "{version}: {}", stderr(&out));
+        assert_same_times(&times, &frame_times(&tools, &output));
+        assert_eq!(sound, audio_packets(&tools, &output), "{version}: sound");
+        let info = banner(&tools, &output);
+        assert!(
+            info.contains("bt470bg/bt470bg/smpte170m"),
+            "{version}: {info}"
+        );
+        // Scaled down, into Matroska: the size, the frame count and the frame spacing kept.
+        let small = s.path(&format!("out{i}/small.mkv"));
+        let out = s.infer(build, args![input, "-o", small, "--max-size", "32"]);
+        assert!(out.status.success(), "{version}: {}", stderr(&out));
+        assert_eq!(video_size(&banner(&tools, &small)), (32, 24), "{version}");
+        let gaps = |t: &[f64]| t.windows(2).map(|w| w[1] - w[0]).collect::<Vec<_>>();
+        let small_times = frame_times(&tools, &small);
+        assert_eq!(small_times.len(), times.len(), "{version}");
+        // (ffmpeg before 6 shifts a whole Matroska file by the sound's priming delay, and
+        // 4.x its first frame alone: the spacing after the first frame is compared.)
+        assert_same_times(&gaps(&times)[1..], &gaps(&small_times)[1..]);
+    }
+}
+
+#[test]
+fn an_ffmpeg_too_old_is_refused_in_one_line_or_passed_over_on_path() {
+    let tools = need_ffmpeg!();
+    let s = Setup::new(10);
+    let input = s.path("clip.mp4");
+    make_clip(&tools, &input, "32x24", 10, 0.5, &["-c:v", "libx264"]);
+    // A stand-in for an old release: it only says its version.
+    let old_dir = s.path("old");
+    std::fs::create_dir_all(&old_dir).unwrap();
+    let old = old_dir.join("ffmpeg");
+    std::fs::write(
+        &old,
+        "#!/bin/sh\necho 'ffmpeg version 3.4.8-0ubuntu0.2 Copyright (c) 2000-2020'\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = s.infer(&old, args![input, "-o", s.path("a.mp4")]);
+    assert!(!out.status.success());
+    let lines = error_lines(&out);
+    assert_eq!(lines.len(), 1, "{}", stderr(&out));
+    assert!(
+        lines[0].contains("ffmpeg 3.4") && lines[0].contains("4.2 or newer"),
+        "{}",
+        lines[0]
+    );
+    // Found on PATH instead, it gives way to the project's own (.venv) ffmpeg.
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/ffmpeg");
+    if !venv.is_file() {
+        eprintln!("SKIPPED the PATH part: no .venv/bin/ffmpeg (scripts/setup.sh links it)");
+        return;
+    }
+    let path = std::env::join_paths(
+        std::iter::once(old_dir.clone()).chain(std::env::split_paths(
+            &std::env::var_os("PATH").unwrap_or_default(),
+        )),
+    )
+    .unwrap();
+    let out = Command::new(common::bin("infer"))
+        .args(args![
+            "-c",
+            s.model,
+            "--device",
+            "cpu",
+            input,
+            "-o",
+            s.path("b.mp4")
+        ])
+        .env_remove("FASTSTYLE_FFMPEG")
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("ffmpeg 3.4") && stderr(&out).contains("using"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(s.path("b.mp4").is_file());
+}

@@ -72,6 +72,11 @@ pub struct Args {
     /// against flicker in video [default: 0].
     #[arg(long)]
     pub stability_weight: Option<f64>,
+    /// Temporal weight: output for a photo moved by a small random motion vs the output
+    /// moved the same way (Wang et al. 2020), against texture that swims in video; with no
+    /// number, the recommended weight (3e4) [default: 0].
+    #[arg(long, value_name = "W", num_args = 0..=1, allow_negative_numbers = true)]
+    pub temporal_weight: Option<Option<f64>>,
     /// Adam learning rate [default: 1e-3; with --add-style, 1e-1].
     #[arg(long)]
     pub lr: Option<f64>,
@@ -106,6 +111,7 @@ pub struct Args {
     #[arg(long, value_name = "PHOTO", conflicts_with_all = [
         "dataset", "resume", "init", "out", "logdir", "name", "epochs", "batch_size", "lr",
         "seed", "checkpoint_every", "image_every", "add_style", "stability_weight",
+        "temporal_weight",
     ])]
     pub preview: Option<PathBuf>,
     /// Where --preview writes its picture [default: PHOTO-preview.jpg beside the photo].
@@ -123,25 +129,34 @@ impl Args {
         Self::parse()
     }
 
-    /// The loss weights given, or the defaults (content 1e5, style 1e10, tv 0, stability 0).
+    /// The loss weights given, or the defaults (content 1e5, style 1e10, tv, stability and
+    /// temporal 0).
     pub fn loss_weights(&self) -> Result<LossWeights> {
         let w = LossWeights {
             content: self.content_weight.unwrap_or(1e5),
             style: self.style_weight.unwrap_or(1e10),
             tv: self.tv_weight.unwrap_or(0.0),
             stability: self.stability_weight.unwrap_or(0.0),
+            temporal: self.temporal_weight().unwrap_or(0.0),
         };
         for (flag, v) in [
             ("--content-weight", w.content),
             ("--style-weight", w.style),
             ("--tv-weight", w.tv),
             ("--stability-weight", w.stability),
+            ("--temporal-weight", w.temporal),
         ] {
             if !(v >= 0.0 && v.is_finite()) {
                 bail!("{flag} must be a finite number ≥ 0");
             }
         }
         Ok(w)
+    }
+
+    /// The --temporal-weight given (with no number: the recommended weight).
+    fn temporal_weight(&self) -> Option<f64> {
+        self.temporal_weight
+            .map(|w| w.unwrap_or(faststyle::temporal::RECOMMENDED_WEIGHT))
     }
 
     /// The run's name: --name, else one made from the style images (see `styles`).
@@ -204,6 +219,8 @@ pub struct Config {
     // Absent from the configurations of runs recorded before the option existed.
     #[serde(default)]
     pub stability_weight: f64,
+    #[serde(default)]
+    pub temporal_weight: f64,
     pub lr: f64,
     pub seed: u64,
     pub init: Option<PathBuf>,
@@ -250,6 +267,7 @@ impl Config {
             style_weight: weights.style,
             tv_weight: weights.tv,
             stability_weight: weights.stability,
+            temporal_weight: weights.temporal,
             lr: args.lr.unwrap_or(if args.add_style.is_empty() {
                 1e-3
             } else {
@@ -298,6 +316,11 @@ impl Config {
             "--stability-weight",
             &r.stability_weight,
             args.stability_weight.as_ref(),
+        )?;
+        resume::same(
+            "--temporal-weight",
+            &r.temporal_weight,
+            args.temporal_weight().as_ref(),
         )?;
         resume::same("--lr", &r.lr, args.lr.as_ref())?;
         resume::same("--seed", &r.seed, args.seed.as_ref())?;
@@ -349,6 +372,7 @@ impl Config {
             ("--style-weight", self.style_weight),
             ("--tv-weight", self.tv_weight),
             ("--stability-weight", self.stability_weight),
+            ("--temporal-weight", self.temporal_weight),
         ] {
             if !(w >= 0.0 && w.is_finite()) {
                 bail!("{flag} must be a finite number ≥ 0");

@@ -36,6 +36,7 @@ impl Logger {
             ("loss/tv", m.tv),
             ("loss/total", m.total),
             ("loss/stability", m.stability),
+            ("loss/temporal", m.temporal),
             ("train/images_per_sec", images_per_sec),
             ("train/lr", lr),
         ] {
@@ -56,13 +57,14 @@ impl Logger {
         } else {
             // Full precision, so that runs can be compared exactly from their logs.
             println!(
-                "step {step} epoch {} content {} style {} tv {} total {} stability {} images/s {:.2}",
+                "step {step} epoch {} content {} style {} tv {} total {} stability {} temporal {} images/s {:.2}",
                 epoch + 1,
                 m.content,
                 m.style,
                 m.tv,
                 m.total,
                 m.stability,
+                m.temporal,
                 images_per_sec
             );
         }

@@ -13,11 +13,12 @@ pub struct LossMeans {
     pub tv: f64,
     pub total: f64,
     pub stability: f64,
+    pub temporal: f64,
 }
 
 /// The sums since the last log.
 pub struct Meter {
-    /// content, style, tv, total, stability.
+    /// content, style, tv, total, stability, temporal.
     sums: Tensor,
     /// Style loss sums of each trained style.
     style_sums: Tensor,
@@ -32,7 +33,7 @@ impl Meter {
     /// A meter for a run training `styles` styles on `device`.
     pub fn new(styles: usize, device: Device) -> Self {
         Self {
-            sums: Tensor::zeros([5], (Kind::Float, device)),
+            sums: Tensor::zeros([6], (Kind::Float, device)),
             style_sums: Tensor::zeros([styles as i64], (Kind::Float, device)),
             style_counts: vec![0; styles],
             steps: 0,
@@ -54,6 +55,7 @@ impl Meter {
             &losses.tv,
             &losses.total,
             &losses.stability,
+            &losses.temporal,
         ];
         let _ = self
             .sums
@@ -84,6 +86,7 @@ impl Meter {
             tv: v[2],
             total: v[3],
             stability: v[4],
+            temporal: v[5],
         })
     }
 

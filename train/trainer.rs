@@ -17,6 +17,7 @@ use faststyle::device::{self, Precision};
 use faststyle::fsutil;
 use faststyle::loss::{self, LossWeights};
 use faststyle::optim::Adam;
+use faststyle::temporal::Draws;
 use faststyle::training::{LossScaler, Step};
 use faststyle::transformer::TransformerNet;
 use faststyle::vgg::Vgg16;
@@ -153,6 +154,7 @@ impl Trainer {
             style: config.style_weight,
             tv: config.tv_weight,
             stability: config.stability_weight,
+            temporal: config.temporal_weight,
         };
         let several = styles.names.len() > 1;
         let info = ModelInfo {
@@ -240,6 +242,11 @@ impl Trainer {
             precision: self.precision,
             device: self.device,
             pinned_copies: true,
+            draws: Draws {
+                seed: self.config.seed,
+                step: self.step,
+                first_photo: 0,
+            },
         };
         let losses = stepper.run(&batch.images, &mut self.adam, &mut self.scaler)?;
         self.meter.add(&losses, k, batch.images.size()[0] as u64);

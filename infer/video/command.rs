@@ -1,6 +1,6 @@
 //! The two ffmpeg command lines around the network: decoding an input to raw RGB frames with
 //! their timestamps, and encoding stylized frames with the input's other streams copied.
-use super::ffmpeg::file_url;
+use super::ffmpeg::{file_url, Colour, Version};
 use std::ffi::OsString;
 use std::path::Path;
 
@@ -62,10 +62,21 @@ impl Container {
     }
 }
 
+/// Every frame once, in the demuxer's time base: the options `version` takes for that.
+fn exact_timing(a: &mut Vec<OsString>, version: Version, time_base: &str) {
+    let sync = if version.has_fps_mode() {
+        "-fps_mode"
+    } else {
+        "-vsync"
+    };
+    a.extend([sync, "passthrough", "-enc_time_base:v", time_base].map(OsString::from));
+}
+
 /// `ffmpeg … -i INPUT` → NUT of RGB24 frames on stdout, every decoded frame once with its own
 /// timestamp (`-copyts`, passthrough, the demuxer's time base), upright (ffmpeg applies the
-/// rotation the container asks for), scaled down to `max_size` when given.
-pub fn decode(input: &Path, max_size: Option<u32>, even: bool) -> Vec<OsString> {
+/// rotation the container asks for), scaled down to `max_size` when given; in options that
+/// ffmpeg `version` takes.
+pub fn decode(input: &Path, max_size: Option<u32>, even: bool, version: Version) -> Vec<OsString> {
     let mut a: Vec<OsString> = [
         "-nostdin",
         "-hide_banner",
@@ -83,27 +94,26 @@ pub fn decode(input: &Path, max_size: Option<u32>, even: bool) -> Vec<OsString> 
         // Down only, aspect kept (pixel aspect too), even sides when the encoder needs them.
         let divisible = if even { 2 } else { 1 };
         a.push("-vf".into());
-        a.push(
+        a.push(if version.has_divisible_scale() {
             format!(
                 "scale=w='min({n},iw)':h='min({n},ih)':force_original_aspect_ratio=decrease:\
                  force_divisible_by={divisible}:flags=lanczos"
             )
-            .into(),
-        );
+            .into()
+        } else {
+            // The same box without force_divisible_by (before 4.3).
+            let f = format!("min(1,{n}/max(iw,ih))");
+            format!(
+                "scale=w='max({divisible},trunc(iw*{f}/{divisible})*{divisible})':\
+                 h='max({divisible},trunc(ih*{f}/{divisible})*{divisible})':flags=lanczos"
+            )
+            .into()
+        });
     }
+    exact_timing(&mut a, version, version.demux_time_base());
     a.extend(
         [
-            "-fps_mode",
-            "passthrough",
-            "-enc_time_base:v",
-            "demux",
-            "-c:v",
-            "rawvideo",
-            "-pix_fmt",
-            "rgb24",
-            "-f",
-            "nut",
-            "pipe:1",
+            "-c:v", "rawvideo", "-pix_fmt", "rgb24", "-f", "nut", "pipe:1",
         ]
         .map(OsString::from),
     );
@@ -122,6 +132,10 @@ pub struct Encode<'a> {
     pub crf: u8,
     /// The input's nominal frame rate (`30000/1001`), when ffmpeg stated one.
     pub frame_rate: Option<&'a str>,
+    /// The input's colour tags, kept on the output where the container holds them.
+    pub colour: &'a Colour,
+    /// The ffmpeg that runs it.
+    pub version: Version,
 }
 
 /// NUT of RGB24 frames on stdin + the original file → the output file: stylized video
@@ -171,9 +185,9 @@ pub fn encode(e: &Encode) -> Vec<OsString> {
     // timestamps but a frame clock, gets the nominal frame rate's.
     let time_base = match (e.container, e.frame_rate.and_then(|r| r.split_once('/'))) {
         (Container::Avi, Some((num, den))) => format!("{den}/{num}"),
-        _ => "demux".into(),
+        _ => e.version.demux_time_base().into(),
     };
-    a.extend(["-fps_mode", "passthrough", "-enc_time_base:v", &time_base].map(OsString::from));
+    exact_timing(&mut a, e.version, &time_base);
     let crf = e.crf.to_string();
     let h264 = |a: &mut Vec<OsString>| {
         a.extend(
@@ -182,7 +196,7 @@ pub fn encode(e: &Encode) -> Vec<OsString> {
             ]
             .map(OsString::from),
         );
-        bt709(a);
+        tagged(a, e.colour, e.version);
     };
     match e.container {
         Container::Mp4 | Container::Mov => {
@@ -210,7 +224,7 @@ pub fn encode(e: &Encode) -> Vec<OsString> {
                 ]
                 .map(OsString::from),
             );
-            bt709(&mut a);
+            tagged(&mut a, e.colour, e.version);
         }
         Container::Gif => a.extend(
             [
@@ -242,17 +256,57 @@ pub fn encode(e: &Encode) -> Vec<OsString> {
     a
 }
 
-/// RGB → Y'CbCr with the BT.709 matrix, limited range, and the stream tagged so: every player
-/// then converts back with the same matrix.
-fn bt709(a: &mut Vec<OsString>) {
-    a.extend(
-        [
-            "-vf",
-            "scale=out_color_matrix=bt709:out_range=tv,\
-             setparams=color_primaries=bt709:color_trc=bt709:colorspace=bt709:range=tv",
-        ]
-        .map(OsString::from),
+/// The swscale matrix for RGB → Y'CbCr that writes the `matrix` tag, and the tag written:
+/// the input's where swscale has it, else BT.709 (untagged inputs too).
+fn swscale_matrix(matrix: Option<&str>) -> (&'static str, &'static str) {
+    match matrix {
+        Some("smpte170m") => ("smpte170m", "smpte170m"),
+        Some("bt470bg") => ("bt470", "bt470bg"),
+        Some("smpte240m") => ("smpte240m", "smpte240m"),
+        Some("fcc") => ("fcc", "fcc"),
+        Some("bt2020nc") => ("bt2020", "bt2020nc"),
+        _ => ("bt709", "bt709"),
+    }
+}
+
+/// RGB → Y'CbCr with the input's matrix (BT.709 where it has none or swscale lacks it),
+/// limited range, and the stream tagged with that matrix and the input's primaries and
+/// transfer (BT.709 where it has none): the frames' RGB is in the input's colours, since the
+/// decoder converted with its matrix and changed neither primaries nor transfer.
+fn tagged(a: &mut Vec<OsString>, colour: &Colour, version: Version) {
+    let (matrix, tag) = swscale_matrix(colour.matrix.as_deref());
+    let primaries = colour.primaries.as_deref().unwrap_or("bt709");
+    let transfer = colour.transfer.as_deref().unwrap_or("bt709");
+    a.push("-vf".into());
+    a.push(
+        format!(
+            "scale=out_color_matrix={matrix}:out_range=tv,\
+             setparams=color_primaries={primaries}:color_trc={transfer}:colorspace={tag}:range=tv"
+        )
+        .into(),
     );
+    if !version.has_fps_mode() {
+        // Before 5.1 the encoder takes its tags from its options, not from the frames; the
+        // options name two transfers otherwise.
+        let transfer = match transfer {
+            "bt470m" => "gamma22",
+            "bt470bg" => "gamma28",
+            other => other,
+        };
+        a.extend(
+            [
+                "-color_primaries",
+                primaries,
+                "-color_trc",
+                transfer,
+                "-colorspace",
+                tag,
+                "-color_range",
+                "tv",
+            ]
+            .map(OsString::from),
+        );
+    }
 }
 
 #[cfg(test)]
@@ -293,6 +347,8 @@ mod tests {
                 container,
                 crf: 20,
                 frame_rate: Some("30000/1001"),
+                colour: &Colour::default(),
+                version: Version::new(9, 0),
             }))
         };
         let mp4 = args(Container::Mp4);
@@ -313,10 +369,88 @@ mod tests {
 
     #[test]
     fn decoding_scales_down_only_when_asked() {
-        let plain = joined(&decode(Path::new("x.mp4"), None, true));
+        let new = Version::new(7, 1);
+        let plain = joined(&decode(Path::new("x.mp4"), None, true, new));
         assert!(!plain.contains("scale"), "{plain}");
-        assert!(plain.contains("-enc_time_base:v demux"));
-        let small = joined(&decode(Path::new("x.mp4"), Some(320), true));
+        assert!(plain.contains("-fps_mode passthrough -enc_time_base:v demux"));
+        let small = joined(&decode(Path::new("x.mp4"), Some(320), true, new));
         assert!(small.contains("min(320,iw)") && small.contains("force_divisible_by=2"));
+    }
+
+    #[test]
+    fn each_version_gets_options_it_takes() {
+        let decoding = |v| joined(&decode(Path::new("x.mp4"), Some(320), true, v));
+        let debian = decoding(Version::new(5, 1));
+        assert!(
+            debian.contains("-fps_mode passthrough -enc_time_base:v -1"),
+            "{debian}"
+        );
+        let ubuntu = decoding(Version::new(4, 4));
+        assert!(
+            ubuntu.contains("-vsync passthrough -enc_time_base:v -1"),
+            "{ubuntu}"
+        );
+        assert!(ubuntu.contains("force_divisible_by=2"), "{ubuntu}");
+        let old = decoding(Version::new(4, 2));
+        assert!(!old.contains("force_divisible_by") && old.contains("min(1,320/max(iw,ih))"));
+        let encoding = |version, container| {
+            joined(&encode(&Encode {
+                input: Path::new("in.mp4"),
+                output: Path::new("out.tmp"),
+                container,
+                crf: 20,
+                frame_rate: Some("25/1"),
+                colour: &Colour::default(),
+                version,
+            }))
+        };
+        assert!(encoding(Version::new(5, 1), Container::Mp4)
+            .contains("-fps_mode passthrough -enc_time_base:v -1"));
+        assert!(encoding(Version::new(4, 4), Container::Mkv)
+            .contains("-vsync passthrough -enc_time_base:v -1"));
+        assert!(encoding(Version::new(4, 4), Container::Avi).contains("-enc_time_base:v 1/25"));
+    }
+
+    #[test]
+    fn the_inputs_colour_tags_are_kept() {
+        let encoding = |colour: &Colour, container| {
+            joined(&encode(&Encode {
+                input: Path::new("in.mp4"),
+                output: Path::new("out.tmp"),
+                container,
+                crf: 20,
+                frame_rate: None,
+                colour,
+                version: Version::new(9, 0),
+            }))
+        };
+        let s = |v: &str| Some(v.to_string());
+        let pal = Colour {
+            matrix: s("bt470bg"),
+            primaries: s("bt470bg"),
+            transfer: s("smpte170m"),
+        };
+        let mp4 = encoding(&pal, Container::Mp4);
+        assert!(mp4.contains("out_color_matrix=bt470:"), "{mp4}");
+        assert!(mp4.contains("color_primaries=bt470bg:color_trc=smpte170m:colorspace=bt470bg"));
+        let hdr = Colour {
+            matrix: s("bt2020nc"),
+            primaries: s("bt2020"),
+            transfer: s("smpte2084"),
+        };
+        let webm = encoding(&hdr, Container::Webm);
+        assert!(webm.contains("out_color_matrix=bt2020:") && webm.contains("color_trc=smpte2084"));
+        // A matrix swscale cannot write is written and tagged BT.709; the rest is kept.
+        let ycgco = Colour {
+            matrix: s("ycgco"),
+            ..hdr.clone()
+        };
+        let mkv = encoding(&ycgco, Container::Mkv);
+        assert!(mkv.contains("out_color_matrix=bt709:") && mkv.contains("colorspace=bt709:"));
+        assert!(mkv.contains("color_primaries=bt2020"));
+        // Untagged: BT.709 throughout, as before; GIF carries no tags.
+        let plain = encoding(&Colour::default(), Container::Mp4);
+        assert!(plain.contains("color_primaries=bt709:color_trc=bt709:colorspace=bt709"));
+        assert!(!encoding(&pal, Container::Gif).contains("setparams"));
     }
 }

@@ -14,33 +14,171 @@ pub const ENV_VAR: &str = "FASTSTYLE_FFMPEG";
 const HOW_TO_GET: &str = "no ffmpeg found for video: set FASTSTYLE_FFMPEG=/path/to/ffmpeg, \
      put ffmpeg on PATH, or run scripts/setup.sh (it installs PyPI's imageio-ffmpeg into .venv)";
 
+/// An ffmpeg program, and its version (read once, when found).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ffmpeg {
+    /// The program.
+    pub path: PathBuf,
+    /// What `ffmpeg -version` says it is.
+    pub version: Version,
+}
+
+/// An ffmpeg release, major and minor; development builds (`N-…-g…`) count as the newest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Version {
+    pub major: u32,
+    pub minor: u32,
+}
+
+impl Version {
+    /// The oldest release whose command lines are built here (Ubuntu 22.04 has 4.4).
+    pub const OLDEST: Self = Self::new(4, 2);
+    /// A development build, newer than any release.
+    const DEVELOPMENT: Self = Self::new(u32::MAX, 0);
+
+    /// Release `major.minor`.
+    pub const fn new(major: u32, minor: u32) -> Self {
+        Self { major, minor }
+    }
+
+    /// The version in the first line of `ffmpeg -version`: `ffmpeg version 5.1.9-0+deb12u1`,
+    /// `n9.0.2-17-g2a571b6068`, `4.2.2-static`, `7.1`, or `N-113001-g…` (a development build).
+    pub fn parse(banner: &str) -> Option<Self> {
+        let word = banner
+            .strip_prefix("ffmpeg version ")?
+            .split_whitespace()
+            .next()?;
+        if word.starts_with("N-") || word.starts_with("git-") {
+            return Some(Self::DEVELOPMENT);
+        }
+        let word = word.strip_prefix('n').unwrap_or(word);
+        let mut parts = word
+            .split(|c: char| !c.is_ascii_digit())
+            .map(|p| p.parse::<u32>().ok());
+        let major = parts.next()??;
+        let minor = parts.next().flatten().unwrap_or(0);
+        Some(Self::new(major, minor))
+    }
+
+    /// Whether `-fps_mode` exists (5.1 on; `-vsync` before it, removed in 8.0).
+    pub fn has_fps_mode(self) -> bool {
+        self >= Self::new(5, 1)
+    }
+
+    /// How `-enc_time_base` names the demuxer's time base: `demux` from 6.1, `-1` before.
+    pub fn demux_time_base(self) -> &'static str {
+        if self >= Self::new(6, 1) {
+            "demux"
+        } else {
+            "-1"
+        }
+    }
+
+    /// Whether the scale filter has `force_divisible_by` (4.3 on).
+    pub fn has_divisible_scale(self) -> bool {
+        self >= Self::new(4, 3)
+    }
+}
+
+impl std::fmt::Display for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if *self == Self::DEVELOPMENT {
+            write!(f, "(development build)")
+        } else {
+            write!(f, "{}.{}", self.major, self.minor)
+        }
+    }
+}
+
+impl Ffmpeg {
+    /// Runs `path -version` and reads the version; an error names the program and the reason.
+    pub fn probe(path: &Path) -> Result<Self> {
+        let out = Command::new(path)
+            .arg("-version")
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .with_context(|| format!("cannot run {}", path.display()))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let first = text.lines().next().unwrap_or("").trim();
+        match Version::parse(first) {
+            Some(version) => Ok(Self {
+                path: path.to_path_buf(),
+                version,
+            }),
+            None => bail!(
+                "{} does not say which ffmpeg it is (`-version` printed {:?})",
+                path.display(),
+                first
+            ),
+        }
+    }
+
+    /// The program, if its version is one whose command lines are built here.
+    fn usable(path: &Path) -> Result<Self> {
+        let found = Self::probe(path)?;
+        if found.version < Version::OLDEST {
+            bail!(
+                "{} is ffmpeg {}, older than {} that video needs",
+                path.display(),
+                found.version,
+                Version::OLDEST
+            );
+        }
+        Ok(found)
+    }
+}
+
 /// Finds ffmpeg: `$FASTSTYLE_FFMPEG`, then `ffmpeg` on `PATH`, then the project's `.venv`
 /// (the link `.venv/bin/ffmpeg` that the set-up makes, or imageio-ffmpeg's binary itself).
-pub fn locate() -> Result<PathBuf> {
+/// An ffmpeg on PATH that is too old (or not an ffmpeg) gives way to the `.venv` one, with a
+/// note; a `FASTSTYLE_FFMPEG` that is too old is an error, as it was chosen.
+pub fn locate() -> Result<Ffmpeg> {
     if let Some(named) = std::env::var_os(ENV_VAR).filter(|v| !v.is_empty()) {
         let path = PathBuf::from(&named);
         if !is_executable(&path) {
             bail!("{ENV_VAR}={} is not an executable file", path.display());
         }
-        return Ok(path);
+        return Ffmpeg::usable(&path).map_err(|e| {
+            anyhow::anyhow!(
+                "{ENV_VAR}: {e:#}; point it at ffmpeg {} or newer, or unset it to use the one on PATH or in .venv (scripts/setup.sh)",
+                Version::OLDEST
+            )
+        });
     }
+    let mut passed_over = None;
     if let Some(paths) = std::env::var_os("PATH") {
         if let Some(found) = std::env::split_paths(&paths)
             .map(|dir| dir.join("ffmpeg"))
             .find(|p| is_executable(p))
         {
-            return Ok(found);
+            match Ffmpeg::usable(&found) {
+                Ok(ffmpeg) => return Ok(ffmpeg),
+                Err(e) => passed_over = Some(e),
+            }
         }
     }
     let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv");
     let link = venv.join("bin").join("ffmpeg");
-    if is_executable(&link) {
-        return Ok(link);
+    let bundled = if is_executable(&link) {
+        Some(link)
+    } else {
+        imageio_ffmpeg_binary(&venv)
+    };
+    match (bundled, passed_over) {
+        (Some(path), passed_over) => {
+            let ffmpeg = Ffmpeg::usable(&path)?;
+            if let Some(e) = passed_over {
+                eprintln!("note: {e:#}; using {} instead", path.display());
+            }
+            Ok(ffmpeg)
+        }
+        (None, Some(e)) => bail!(
+            "{e:#}: install ffmpeg {} or newer, set FASTSTYLE_FFMPEG=/path/to/ffmpeg, or run scripts/setup.sh (it installs PyPI's imageio-ffmpeg into .venv)",
+            Version::OLDEST
+        ),
+        (None, None) => bail!("{HOW_TO_GET}"),
     }
-    if let Some(found) = imageio_ffmpeg_binary(&venv) {
-        return Ok(found);
-    }
-    bail!("{HOW_TO_GET}")
 }
 
 /// imageio-ffmpeg's bundled binary: `lib/python*/site-packages/imageio_ffmpeg/binaries/ffmpeg-*`.
@@ -91,6 +229,8 @@ pub struct Messages {
     pub duration: Option<f64>,
     /// The first video stream's frame rate (`29.97 fps`).
     pub fps: Option<f64>,
+    /// The first video stream's colour tags (set once its line was read).
+    pub colour: Option<Colour>,
     /// Lines logged at the error or fatal level, in order (the first few).
     pub errors: Vec<String>,
     /// The last lines, whatever their level.
@@ -141,13 +281,99 @@ impl Messages {
             if self.duration.is_none() {
                 self.duration = parse_clock(rest.split(',').next().unwrap_or(""));
             }
-        } else if t.starts_with("Stream #") && t.contains(": Video: ") && self.fps.is_none() {
-            self.fps = t.split(", ").find_map(|part| {
-                let v = part.trim().strip_suffix(" fps")?;
-                v.parse::<f64>().ok().filter(|f| *f > 0.0)
-            });
+        } else if t.starts_with("Stream #") && t.contains(": Video: ") {
+            if self.fps.is_none() {
+                self.fps = t.split(", ").find_map(|part| {
+                    let v = part.trim().strip_suffix(" fps")?;
+                    v.parse::<f64>().ok().filter(|f| *f > 0.0)
+                });
+            }
+            if self.colour.is_none() && !t.contains("(attached pic)") {
+                self.colour = Some(Colour::parse(t));
+            }
         }
     }
+}
+
+/// A video stream's colour tags as ffmpeg names them (`None`: unspecified).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Colour {
+    /// The Y'CbCr matrix (`colorspace`: bt709, smpte170m, bt2020nc, …).
+    pub matrix: Option<String>,
+    /// The primaries (bt709, bt470bg, bt2020, …).
+    pub primaries: Option<String>,
+    /// The transfer characteristics (bt709, smpte2084, arib-std-b67, …).
+    pub transfer: Option<String>,
+}
+
+/// Matrix names that ffmpeg prints alone when primaries and transfer have the same name.
+const MATRICES: [&str; 5] = ["bt709", "smpte170m", "smpte240m", "fcc", "bt470bg"];
+
+impl Colour {
+    /// The tags in a stream line's pixel format, `yuv420p(tv, bt470bg/bt470bg/smpte170m,
+    /// progressive)` (matrix/primaries/transfer) or `yuv420p(tv, bt709)` (all three alike).
+    pub fn parse(line: &str) -> Self {
+        let Some(video) = line.split_once(": Video: ").map(|(_, v)| v) else {
+            return Self::default();
+        };
+        // The pixel format is the second top-level part, its details in parentheses.
+        let Some(format) = top_level_parts(video).into_iter().nth(1) else {
+            return Self::default();
+        };
+        let Some(inner) = format
+            .split_once('(')
+            .and_then(|(_, rest)| rest.rsplit_once(')'))
+            .map(|(inner, _)| inner)
+        else {
+            return Self::default();
+        };
+        let name = |s: &str| {
+            let s = s.trim();
+            let plain = !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+            (plain && s != "unknown" && s != "reserved").then(|| s.to_string())
+        };
+        for token in inner.split(", ") {
+            let names: Vec<&str> = token.split('/').collect();
+            match names.as_slice() {
+                [m, p, t] => {
+                    return Self {
+                        matrix: name(m),
+                        primaries: name(p),
+                        transfer: name(t),
+                    }
+                }
+                [one] if MATRICES.contains(&one.trim()) => {
+                    return Self {
+                        matrix: name(one),
+                        primaries: name(one),
+                        transfer: name(one),
+                    }
+                }
+                _ => {}
+            }
+        }
+        Self::default()
+    }
+}
+
+/// The comma-separated parts of a stream description, commas inside parentheses kept.
+fn top_level_parts(s: &str) -> Vec<&str> {
+    let (mut parts, mut depth, mut start) = (Vec::new(), 0i32, 0);
+    for (i, c) in s.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                parts.push(s[start..i].trim());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(s[start..].trim());
+    parts
 }
 
 /// A line's level (`[error]`) and its text with the level and context prefixes removed.
@@ -295,6 +521,75 @@ mod tests {
         }
         assert_eq!(m.reason().as_deref(), Some("EBML header parsing failed"));
         assert!(m.said("Invalid data found"));
+    }
+
+    #[test]
+    fn colour_tags_are_read_from_the_stream_line() {
+        let tags = |line: &str| {
+            let c = Colour::parse(line);
+            (c.matrix, c.primaries, c.transfer)
+        };
+        let s = |v: &str| Some(v.to_string());
+        assert_eq!(
+            tags("Stream #0:0[0x1](und): Video: h264 (High) (avc1 / 0x31637661), yuv420p(tv, bt470bg/bt470bg/smpte170m, progressive), 64x48 [SAR 1:1 DAR 4:3], 29.97 fps"),
+            (s("bt470bg"), s("bt470bg"), s("smpte170m"))
+        );
+        assert_eq!(
+            tags("Stream #0:0(und): Video: h264 (High), yuv420p(tv, smpte170m), 64x48, 30 fps"),
+            (s("smpte170m"), s("smpte170m"), s("smpte170m"))
+        );
+        assert_eq!(
+            tags("Stream #0:0: Video: hevc (Main 10), yuv420p10le(tv, bt2020nc/bt2020/smpte2084), 3840x2160"),
+            (s("bt2020nc"), s("bt2020"), s("smpte2084"))
+        );
+        assert_eq!(
+            tags("Stream #0:0: Video: h264, yuv420p(tv, bt709/unknown/unknown, progressive), 8x8"),
+            (s("bt709"), None, None)
+        );
+        // Untagged, range only, field order only.
+        assert_eq!(
+            tags("Stream #0:0: Video: vp9, yuv420p(tv, progressive), 8x8"),
+            (None, None, None)
+        );
+        assert_eq!(
+            tags("Stream #0:0: Video: gif, bgra, 8x8, 10 fps"),
+            (None, None, None)
+        );
+        let mut m = Messages::default();
+        m.take("[info]   Stream #0:0: Video: mjpeg (Baseline), yuvj420p(pc, bt470bg/unknown/unknown), 600x600 (attached pic)");
+        assert_eq!(m.colour, None);
+        m.take("[info]   Stream #0:1: Video: h264 (High), yuv420p(tv, bt709, progressive), 8x8, 25 fps");
+        m.take("[info]   Stream #0:0: Video: rawvideo (RGB[24] / 0x18424752), rgb24(pc, gbr/bt709/bt709), 8x8");
+        assert_eq!(m.colour.and_then(|c| c.matrix).as_deref(), Some("bt709"));
+    }
+
+    #[test]
+    fn versions_are_read_from_every_kind_of_build() {
+        let v = |s: &str| Version::parse(s);
+        assert_eq!(
+            v("ffmpeg version 5.1.9-0+deb12u1 Copyright (c) 2000-2026"),
+            Some(Version::new(5, 1))
+        );
+        assert_eq!(
+            v("ffmpeg version n9.0.2-17-g2a571b6068-20260930 Copyright"),
+            Some(Version::new(9, 0))
+        );
+        assert_eq!(
+            v("ffmpeg version 4.2.2-static https://johnvansickle.com/ffmpeg/"),
+            Some(Version::new(4, 2))
+        );
+        assert_eq!(
+            v("ffmpeg version 4.4.2-0ubuntu0.22.04.1 Copyright"),
+            Some(Version::new(4, 4))
+        );
+        assert_eq!(v("ffmpeg version 7.1 Copyright"), Some(Version::new(7, 1)));
+        assert!(v("ffmpeg version N-113001-gabcdef Copyright").unwrap() > Version::new(99, 0));
+        assert_eq!(v("avconv version 12"), None);
+        let (old, deb, new) = (Version::new(4, 4), Version::new(5, 1), Version::new(6, 1));
+        assert!(!old.has_fps_mode() && deb.has_fps_mode());
+        assert_eq!(deb.demux_time_base(), "-1");
+        assert_eq!(new.demux_time_base(), "demux");
+        assert!(old.has_divisible_scale() && !Version::new(4, 2).has_divisible_scale());
     }
 
     #[test]

@@ -79,7 +79,7 @@ pub fn run(
         return;
     }
     let ffmpeg = match ffmpeg::locate() {
-        Ok(path) => path,
+        Ok(found) => found,
         Err(err) => {
             for job in jobs {
                 report(&job.input, Err(anyhow!("{err}")));

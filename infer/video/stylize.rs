@@ -2,7 +2,7 @@
 //! ffmpeg encoding, joined by bounded queues, and the result renamed into place only when
 //! everything succeeded.
 use super::command::{self, Container, Encode};
-use super::ffmpeg::{Messages, Process};
+use super::ffmpeg::{Colour, Ffmpeg, Messages, Process};
 use super::nut::{self, StreamInfo};
 use crate::model::Stylizer;
 use crate::plan::Job;
@@ -11,7 +11,7 @@ use faststyle::{fsutil, imageio};
 use image::RgbImage;
 use indicatif::ProgressBar;
 use std::io::{BufReader, BufWriter};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
@@ -59,7 +59,7 @@ impl Drop for TempFile {
 
 /// Stylizes one video into `job.output`; returns the number of frames.
 pub fn stylize(
-    ffmpeg: &Path,
+    ffmpeg: &Ffmpeg,
     job: &Job,
     model: &Stylizer,
     options: &Options,
@@ -78,9 +78,10 @@ pub fn stylize(
             .with_context(|| format!("cannot create folder {}", parent.display()))?;
     }
     let even = container.needs_even_size();
+    let version = ffmpeg.version;
     let mut decoder = Process::spawn(
-        ffmpeg,
-        &command::decode(&job.input, options.max_size, even),
+        &ffmpeg.path,
+        &command::decode(&job.input, options.max_size, even, version),
         false,
     )?;
     let stdout = decoder.child.stdout.take().context("no pipe from ffmpeg")?;
@@ -112,6 +113,7 @@ pub fn stylize(
         bar.reset_eta();
     }
 
+    let colour = input_colour(&decoder);
     let tmp = TempFile(Some(fsutil::temp_path(&job.output)));
     let tmp_path = tmp.0.clone().unwrap_or_default();
     let encode = Encode {
@@ -120,8 +122,10 @@ pub fn stylize(
         container,
         crf: options.crf,
         frame_rate: info.frame_rate.as_deref(),
+        colour: &colour,
+        version,
     };
-    let mut encoder = match Process::spawn(ffmpeg, &command::encode(&encode), true) {
+    let mut encoder = match Process::spawn(&ffmpeg.path, &command::encode(&encode), true) {
         Ok(p) => p,
         Err(e) => {
             decoder.kill();
@@ -217,6 +221,21 @@ pub fn stylize(
     })?;
     tmp.keep();
     Ok(frames)
+}
+
+/// The input's colour tags, from the decoder's description of it. ffmpeg has printed it by the
+/// time its output starts, but the thread reading its messages may lag a little behind.
+fn input_colour(decoder: &Process) -> Colour {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(colour) = decoder.with_messages(|m| m.colour.clone()) {
+            return colour;
+        }
+        if start.elapsed() > std::time::Duration::from_secs(2) {
+            return Colour::default();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
 }
 
 /// A decoding failure in words a user can act on, with ffmpeg's own reason.
