@@ -73,7 +73,7 @@ done
 "$PY" scripts/flicker.py "$RESULTS/clips/shake.mp4" "${outs[@]}" --opencv --json "$RESULTS/shake-opencv.json"
 for m in "${MODELS[@]}"; do
     nice -n "$NICE" "$PY" scripts/style_loss.py "$RESULTS/$m/$m.safetensors" --style "$STYLE" \
-        --photos datasets/sample --size "$SIZE" --json "$RESULTS/$m-losses.json" >/dev/null
+        --photos datasets/sample --size "$SIZE" --style-size 256 --json "$RESULTS/$m-losses.json" >/dev/null
 done
 
 "$PY" - "$RESULTS" "${MODELS[@]}" <<'PYEOF'
