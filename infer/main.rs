@@ -155,6 +155,55 @@ struct Args {
     #[arg(long, default_value_t = 16, value_name = "N", help_heading = "Server",
           value_parser = clap::value_parser!(u64).range(1..10_000))]
     queue: u64,
+
+    /// Connections open at once, WebSocket sessions included; one more is answered 503 and
+    /// closed at once [default: what the file limit allows, at most 4096].
+    #[arg(long, value_name = "N", help_heading = "Server",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: Option<u32>,
+
+    /// Seconds for a request's line and headers, from the connection's start or the previous
+    /// answer (an idle keep-alive connection is closed after it).
+    #[arg(long, default_value_t = 10.0, value_name = "S", help_heading = "Server",
+          value_parser = parse_seconds)]
+    header_timeout: f64,
+
+    /// Seconds every request body gets, plus one for each --min-body-rate bytes that arrive
+    /// (a slower body is answered 408).
+    #[arg(long, default_value_t = 20.0, value_name = "S", help_heading = "Server",
+          value_parser = parse_seconds)]
+    body_timeout: f64,
+
+    /// Bytes a second that earn a body more time (see --body-timeout).
+    #[arg(long, default_value_t = 4096, value_name = "N", help_heading = "Server",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    min_body_rate: u64,
+
+    /// Seconds a write may wait for the client to read its answer; the connection is then
+    /// closed.
+    #[arg(long, default_value_t = 30.0, value_name = "S", help_heading = "Server",
+          value_parser = parse_seconds)]
+    send_timeout: f64,
+
+    /// Seconds a live (WebSocket) session may send nothing before it is closed.
+    #[arg(long, default_value_t = 60.0, value_name = "S", help_heading = "Server",
+          value_parser = parse_seconds)]
+    ws_idle_timeout: f64,
+
+    /// Seconds between pings of a live session; a ping unanswered by the next closes it.
+    #[arg(long, default_value_t = 20.0, value_name = "S", help_heading = "Server",
+          value_parser = parse_seconds)]
+    ws_ping_timeout: f64,
+}
+
+fn parse_seconds(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    if !(v > 0.0 && v <= 1e6) {
+        return Err(format!("{v} is not between 0 and 1000000 seconds"));
+    }
+    Ok(v)
 }
 
 fn parse_strength(s: &str) -> Result<f32, String> {
@@ -177,6 +226,13 @@ fn main() -> ExitCode {
             max_upload_mb: args.max_upload_mb,
             max_pixels: args.max_pixels,
             queue: args.queue as usize,
+            max_connections: args.max_connections,
+            header_timeout: args.header_timeout,
+            body_timeout: args.body_timeout,
+            min_body_rate: args.min_body_rate,
+            send_timeout: args.send_timeout,
+            ws_idle_timeout: args.ws_idle_timeout,
+            ws_ping_timeout: args.ws_ping_timeout,
             device: args.device,
             precision: args.precision,
         }),
