@@ -253,6 +253,10 @@ fn slow_and_idle_clients_are_timed_out_and_their_connections_released() {
     assert!(!server.stderr().contains("panicked"), "{}", server.stderr());
 }
 
+/// Held by the tests that open thousands of sockets, so that together they stay within this
+/// process's file limit.
+static MANY_SOCKETS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Raises this process's soft file limit to its hard limit; the limit now.
 fn raise_file_limit() -> u64 {
     use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
@@ -273,6 +277,7 @@ fn raise_file_limit() -> u64 {
 
 #[test]
 fn connections_over_the_limit_are_refused_at_once() {
+    let _alone = MANY_SOCKETS.lock().unwrap_or_else(|e| e.into_inner());
     let models = models();
     let limit = 8;
     let server = Server::start(
@@ -551,6 +556,7 @@ impl Drop for Crowd {
 
 #[test]
 fn a_thousand_slow_connections_leave_a_normal_request_fast() {
+    let _alone = MANY_SOCKETS.lock().unwrap_or_else(|e| e.into_inner());
     let n = 1000;
     if raise_file_limit() < 2 * n as u64 + 200 {
         eprintln!(
