@@ -10,7 +10,7 @@ connections opened and left silent. In each round it times REQUESTS normal styli
 descriptors. After the last crowd it keeps the sockets open and waits for the server's own
 timeouts to release every connection, counting the descriptors again.
 
-    flock /work/bench.lock .venv/bin/python scripts/bench_slow_clients.py
+    flock /work/bench.lock .venv/bin/python scripts/bench/slow_clients.py
 
 Settings (environment): CONNECTIONS=1000 ROUNDS=3 REQUESTS=5 SIZE=256 TIMEOUT=30 (the
 server's header, body and WebSocket idle timeouts, seconds; the pings every TIMEOUT/2)
@@ -29,7 +29,7 @@ import threading
 import time
 import urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONNECTIONS = int(os.environ.get("CONNECTIONS", 1000))
 ROUNDS = int(os.environ.get("ROUNDS", 3))
 REQUESTS = int(os.environ.get("REQUESTS", 5))
