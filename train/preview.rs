@@ -8,13 +8,12 @@ use faststyle::device;
 use faststyle::fsutil;
 use faststyle::gatys::Gatys;
 use faststyle::imageio::{self, Picture};
+use faststyle::interrupt::Interrupt;
 use faststyle::loss;
 use faststyle::progress;
 use faststyle::vgg::{self, Vgg16};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
@@ -22,7 +21,8 @@ use tch::{Device, Kind, Tensor};
 /// 2-core CPU, where the picture has settled enough to judge the weights.
 const DEFAULT_STEPS: u64 = 300;
 
-/// Runs the preview; the exit code is 130 when interrupted (what was reached is written).
+/// Runs the preview; the exit code is 130 after Ctrl-C, 143 after SIGTERM (what was reached
+/// is written).
 pub fn run(args: &Args, photo: &Path) -> Result<ExitCode> {
     let device = args.device.resolve()?;
     let precision = args.precision.unwrap_or_default();
@@ -72,10 +72,7 @@ pub fn run(args: &Args, photo: &Path) -> Result<ExitCode> {
     let photo_t = imageio::to_tensor(&pixels).to_device(device);
     let mut gatys = Gatys::new(&vgg, &photo_t, &style_grams, weights, precision);
 
-    let interrupted = Arc::new(AtomicBool::new(false));
-    let flag = interrupted.clone();
-    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
-        .context("cannot install the Ctrl-C handler")?;
+    let interrupt = Interrupt::install("writing the preview as it is now")?;
     let (w, h) = pixels.dimensions();
     eprintln!(
         "preview of {} in the style of {} at {w}×{h}, {steps} steps on {} ({precision})",
@@ -87,7 +84,7 @@ pub fn run(args: &Args, photo: &Path) -> Result<ExitCode> {
     let started = Instant::now();
     let mut first = None;
     let mut done = 0;
-    while done < steps && !interrupted.load(Ordering::SeqCst) {
+    while done < steps && !interrupt.requested() {
         let losses = gatys.step()?;
         done += 1;
         bar.set_position(done);
@@ -121,16 +118,16 @@ pub fn run(args: &Args, photo: &Path) -> Result<ExitCode> {
         },
         imageio::DEFAULT_JPEG_QUALITY,
     )
-    .with_context(|| format!("{}", output.display()))?;
+    .map_err(|e| fsutil::naming(e, &output))?;
     eprintln!(
         "wrote {} ({done} steps, {:.1} s{})",
         output.display(),
         started.elapsed().as_secs_f64(),
         first.map_or(String::new(), |f| format!(", total loss from {f:.4e}"))
     );
-    if interrupted.load(Ordering::SeqCst) {
+    if interrupt.requested() {
         eprintln!("interrupted at step {done}; the preview shows that step");
-        return Ok(ExitCode::from(130));
+        return Ok(ExitCode::from(interrupt.exit_code()));
     }
     Ok(ExitCode::SUCCESS)
 }
