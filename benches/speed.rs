@@ -1,7 +1,7 @@
 //! Speed measurements of faststyle (not tests): one JSON object per line on stdout.
 //!
-//! Built by `cargo bench --bench speed --no-run` (scripts/build_bench.sh copies the binary to
-//! `target/release/speed-bench`); driven by scripts/bench_cpu.sh and scripts/bench_gpu.sh,
+//! Built by `cargo bench --bench speed --no-run` (scripts/bench/build.sh copies the binary to
+//! `target/release/speed-bench`); driven by scripts/bench/cpu.sh and scripts/bench/gpu.sh,
 //! which run the PyTorch baselines in the same run and print one table with ratios.
 //!
 //! ```text

@@ -22,7 +22,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import st  # noqa: E402
+from torch_net import load  # noqa: E402
 
 # (name, kernel, stride, upsample) of each convolution, and the norm after it, in order.
 DOWN = [("conv1", 9, 1, "in1"), ("conv2", 3, 2, "in2"), ("conv3", 3, 2, "in3")]
@@ -63,7 +63,7 @@ def parse_blend(spec, names):
 
 def load_weights(path, style):
     """Float32 numpy weights by name, each instance norm reduced to one [C] row."""
-    tensors, meta = st.load(path)
+    tensors, meta = load(path)
     if meta.get("format", "faststyle.transformer") != "faststyle.transformer":
         raise ValueError(f"{path}: not a style model (format `{meta['format']}`)")
     arrays = {k: v.float().numpy() for k, v in tensors.items()}

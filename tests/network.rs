@@ -328,7 +328,7 @@ fn checkpoint_round_trip_is_bit_exact() {
 fn network_matches_pytorch() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let python = root.join(".venv/bin/python");
-    let script = root.join("scripts/reference.py");
+    let script = root.join("scripts/torch_net.py");
     if !python.exists() || !script.exists() {
         // Written past the test harness's capture so that the skip shows in the log.
         let _ = writeln!(
@@ -361,7 +361,7 @@ fn network_matches_pytorch() {
             .unwrap();
         assert!(
             run.status.success(),
-            "reference.py failed: {}",
+            "torch_net.py failed: {}",
             String::from_utf8_lossy(&run.stderr)
         );
         let theirs = checkpoint::read(&output)
