@@ -7,7 +7,9 @@
 //!
 //! Exit status: 0 when every input was stylized; 1 when some inputs failed (each reported as
 //! `error: PATH: reason`, the others still written); 2 when nothing could start (bad options,
-//! unreadable or invalid checkpoint, device unavailable); 130 when interrupted by Ctrl-C.
+//! unreadable or invalid checkpoint, device unavailable); 130 when interrupted by Ctrl-C, 143
+//! by SIGTERM (the images in progress are finished first). A full or read-only output disk
+//! stops the run after the file that met it: the next writes would fail too.
 mod adjust;
 mod alloc;
 mod guard;
@@ -22,19 +24,17 @@ mod video;
 use anyhow::{Context, Result};
 use clap::Parser;
 use faststyle::device::{self, DeviceChoice, Precision};
+use faststyle::fsutil;
+use faststyle::interrupt::Interrupt;
 use faststyle::progress;
 use faststyle::styles::StyleChoice;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 /// Exit status when some inputs failed.
 const EXIT_SOME_FAILED: u8 = 1;
 /// Exit status when nothing could start.
 const EXIT_FATAL: u8 = 2;
-/// Exit status after Ctrl-C (128 + SIGINT, as shells report it).
-const EXIT_INTERRUPTED: u8 = 130;
 
 /// Stylize photos and videos with a trained style model.
 ///
@@ -308,20 +308,9 @@ fn run(args: &Args) -> Result<u8> {
     }
     let total = plan.jobs.len() + plan.failures.len();
 
-    let interrupted = Arc::new(AtomicBool::new(false));
-    {
-        let flag = Arc::clone(&interrupted);
-        // Without a handler Ctrl-C would kill the process mid-write; with it, the current
-        // image finishes and nothing half-written is left behind.
-        ctrlc::set_handler(move || {
-            if !flag.swap(true, Ordering::SeqCst) {
-                // On a terminal the progress bar holds the current line.
-                let newline = if progress::interactive() { "\n" } else { "" };
-                eprintln!("{newline}interrupted: finishing the images in progress");
-            }
-        })
-        .context("cannot install the Ctrl-C handler")?;
-    }
+    // Without a handler Ctrl-C or SIGTERM would kill the process mid-write; with it, the
+    // current images finish and nothing half-written is left behind.
+    let interrupt = Interrupt::install("finishing the images in progress")?;
 
     let (videos, photos): (Vec<&plan::Job>, Vec<&plan::Job>) =
         plan.jobs.iter().partition(|j| video::is_video(&j.input));
@@ -332,11 +321,17 @@ fn run(args: &Args) -> Result<u8> {
     }
     let mut succeeded = 0usize;
     let mut failed = 0usize;
+    let mut disk_unusable = false;
     let mut report = |path: &Path, outcome: Result<()>| match outcome {
         Ok(()) => succeeded += 1,
         Err(err) => {
             failed += 1;
             bar.suspend(|| eprintln!("error: {}: {}", path.display(), one_line(&err)));
+            // A full or read-only disk fails every later write there: stop after this file.
+            if fsutil::is_disk_unusable(&err) {
+                disk_unusable = true;
+                interrupt.stop();
+            }
         }
     };
     // Loaded before any file's error is shown: a bad checkpoint is the one error to see then.
@@ -370,7 +365,7 @@ fn run(args: &Args) -> Result<u8> {
             &photos,
             &model,
             &options(args),
-            &interrupted,
+            interrupt.flag(),
             |path, outcome| {
                 bar.inc(1);
                 report(path, outcome);
@@ -386,7 +381,7 @@ fn run(args: &Args) -> Result<u8> {
             &videos,
             &model,
             &video_options,
-            &interrupted,
+            interrupt.flag(),
             &bar,
             |path, outcome| {
                 bar.inc(1);
@@ -396,10 +391,18 @@ fn run(args: &Args) -> Result<u8> {
     }
     bar.finish_and_clear();
 
-    let interrupted = interrupted.load(Ordering::SeqCst);
-    if interrupted {
+    if interrupt.signalled() {
         eprintln!("interrupted: stylized {succeeded} of {total} {noun}");
-        return Ok(EXIT_INTERRUPTED);
+        return Ok(interrupt.exit_code());
+    }
+    if disk_unusable {
+        eprintln!(
+            "stopped: the output disk takes no more writes; stylized {succeeded} of {total} \
+             {noun}, {} not tried; free space, then run the same command with --skip-existing \
+             to do the rest",
+            total - succeeded - failed
+        );
+        return Ok(EXIT_SOME_FAILED);
     }
     if total > 1 {
         eprintln!("stylized {succeeded} of {total} {noun}");
