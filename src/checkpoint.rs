@@ -193,6 +193,8 @@ pub struct ModelInfo {
     pub style_weight: f64,
     /// Training crop size.
     pub image_size: u32,
+    /// The training recipe and its settings (JSON), when known.
+    pub recipe: Option<String>,
 }
 
 impl ModelInfo {
@@ -215,6 +217,7 @@ impl ModelInfo {
             ("created_by", crate::CREATED_BY.to_string()),
         ]
         .into_iter()
+        .chain(self.recipe.clone().map(|r| ("recipe", r)))
         .map(|(k, v)| (k.to_string(), v))
         .collect()
     }

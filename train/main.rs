@@ -2,9 +2,11 @@
 //! photos, or (`--preview`) shows in a minute what those losses make of one photo.
 mod args;
 mod checkpointer;
+mod feed;
 mod logger;
 mod meter;
 mod preview;
+mod recipe;
 mod resume;
 mod samples;
 mod schedule;
@@ -12,6 +14,7 @@ mod session;
 mod signals;
 mod styles;
 mod trainer;
+mod validate;
 
 use std::process::ExitCode;
 
