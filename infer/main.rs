@@ -48,13 +48,10 @@ const EXIT_INTERRUPTED: u8 = 130;
 #[derive(Parser, Debug)]
 #[command(name = "infer", version, about, long_about)]
 struct Args {
-    /// Style model (.safetensors) written by `train` or converted from PyTorch.
-    #[arg(
-        short = 'c',
-        long,
-        value_name = "FILE",
-        required_unless_present = "serve"
-    )]
+    /// Style model (.safetensors) written by `train` or converted from PyTorch [default: the
+    /// starter model, checkpoints/starter.safetensors of the current folder, of this
+    /// repository or of ~/.local/share/faststyle, in its first style unless --style says].
+    #[arg(short = 'c', long, value_name = "FILE")]
     checkpoint: Option<PathBuf>,
 
     /// Image and video files and folders to stylize.
@@ -122,11 +119,12 @@ struct Args {
     skip_existing: bool,
 
     /// Serve a web page and an HTTP API at HOST:PORT instead (e.g. 127.0.0.1:8080).
-    #[arg(long, value_name = "ADDR", requires = "models", help_heading = "Server",
+    #[arg(long, value_name = "ADDR", help_heading = "Server",
           conflicts_with_all = ["checkpoint", "inputs", "output", "max_size", "preserve_color"])]
     serve: Option<String>,
 
-    /// Folder of style models to serve (every *.safetensors below it).
+    /// Folder of style models to serve (every *.safetensors below it) [default: the
+    /// checkpoints/ folder holding the starter model, found as --checkpoint's default is].
     #[arg(long, value_name = "DIR", requires = "serve", help_heading = "Server")]
     models: Option<PathBuf>,
 
@@ -169,18 +167,9 @@ fn main() -> ExitCode {
     alloc::keep_freed_memory();
     guard::install_quiet_hook();
     let args = Args::parse();
-    let outcome = match (&args.serve, &args.models) {
-        (Some(addr), Some(models)) => serve::run(serve::Options {
-            addr: addr.clone(),
-            models: models.clone(),
-            token: args.token.clone(),
-            max_upload_mb: args.max_upload_mb,
-            max_pixels: args.max_pixels,
-            queue: args.queue as usize,
-            device: args.device,
-            precision: args.precision,
-        }),
-        _ => run(&args),
+    let outcome = match &args.serve {
+        Some(addr) => serve(addr, &args),
+        None => run(&args),
     };
     match outcome {
         Ok(code) => ExitCode::from(code),
@@ -189,6 +178,24 @@ fn main() -> ExitCode {
             ExitCode::from(EXIT_FATAL)
         }
     }
+}
+
+/// `--serve`: the server, on `--models` or the default models folder.
+fn serve(addr: &str, args: &Args) -> Result<u8> {
+    let models = match &args.models {
+        Some(models) => models.clone(),
+        None => faststyle::locate::models_folder()?,
+    };
+    serve::run(serve::Options {
+        addr: addr.to_string(),
+        models,
+        token: args.token.clone(),
+        max_upload_mb: args.max_upload_mb,
+        max_pixels: args.max_pixels,
+        queue: args.queue as usize,
+        device: args.device,
+        precision: args.precision,
+    })
 }
 
 /// An error with its causes on one line.
@@ -208,10 +215,11 @@ fn options(args: &Args) -> pipeline::Options {
 
 /// Everything after parsing; `Err` means nothing could start.
 fn run(args: &Args) -> Result<u8> {
-    let checkpoint = args
-        .checkpoint
-        .as_deref()
-        .context("--checkpoint is required")?;
+    let (checkpoint, starter) = match &args.checkpoint {
+        Some(path) => (path.clone(), false),
+        None => (faststyle::locate::starter()?, true),
+    };
+    let checkpoint = checkpoint.as_path();
     let device = args.device.resolve()?;
     args.precision.check_device(device)?;
     if args.sheet {
@@ -281,7 +289,19 @@ fn run(args: &Args) -> Result<u8> {
     } else {
         let mut model =
             model::Stylizer::load(checkpoint, device, args.precision)?.with_tiling(args.tile);
-        model.select(args.style.as_ref())?;
+        match (&args.style, starter) {
+            // Without --checkpoint or --style: the starter's first style, said once.
+            (None, true) => {
+                let first = model.style_names()[0].clone();
+                eprintln!(
+                    "using the starter model {} in its style `{first}` (--style picks another of {}; --checkpoint another model)",
+                    checkpoint.display(),
+                    model.style_names().join(", ")
+                );
+                model.select(Some(&StyleChoice::Pick(first)))?;
+            }
+            (choice, _) => model.select(choice.as_ref())?,
+        }
         Some(model)
     };
     for failure in plan.failures {

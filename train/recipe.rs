@@ -229,9 +229,9 @@ pub fn file_or_none(path: &Path) -> Option<PathBuf> {
 /// The shipped base network, `checkpoints/base.safetensors`: in the current folder, in this
 /// repository, or in `$XDG_DATA_HOME/faststyle` (as the VGG16 weights are found).
 pub fn locate_base() -> Result<PathBuf> {
-    let paths: Vec<PathBuf> = faststyle::vgg::search_path()
+    let paths: Vec<PathBuf> = faststyle::locate::data_folders()
         .into_iter()
-        .map(|p| p.with_file_name(BASE_FILE))
+        .map(|folder| folder.join(BASE_FILE))
         .collect();
     if let Some(found) = paths.iter().find(|p| p.is_file()) {
         return Ok(std::path::absolute(found).unwrap_or_else(|_| found.clone()));
