@@ -281,11 +281,17 @@ fn train_interrupted(args: &[String], after: u64) -> Output {
 fn fast_recipe_resumes_exactly_through_its_warm_up_decay_and_crop_sizes() {
     // The fast recipe's lr follows the run's length and its crops change size at 40% of
     // it: a run stopped by Ctrl-C and resumed must repeat the uninterrupted one step for
-    // step (augmented crops and the shipped base network included).
+    // step (augmented crops and a warm start from a base network included).
     let s = Setup::new(3, 40);
+    // The base: a two-step run, named as the shipped one.
+    assert_ok(&train(&s.args("made", &["--iterations", "2"])));
+    let base = s.path("base.safetensors");
+    std::fs::copy(s.path("made/style.safetensors"), &base).unwrap();
     let recipe = [
         "--recipe",
         "fast",
+        "--base",
+        base.to_str().unwrap(),
         "--progressive",
         "0.4",
         "--warmup",

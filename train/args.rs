@@ -138,7 +138,8 @@ pub struct Args {
     #[arg(long, value_name = "B1,B2", value_parser = recipe::parse_betas)]
     pub betas: Option<[f64; 2]>,
     /// The network a new run starts from when --init is not given, or `none` for fresh
-    /// weights [default: example none; fast checkpoints/base.safetensors, found as VGG16 is].
+    /// weights [default: example none; fast checkpoints/base.safetensors, found as VGG16 is,
+    /// else fresh weights].
     #[arg(long, value_name = "FILE|none")]
     pub base: Option<PathBuf>,
     /// Random resized crops (25–100% of the centred square's area, aspect 3:4 to 4:3) and

@@ -114,7 +114,8 @@ impl Recipe {
     }
 
     /// A new run's recipe: the named one's defaults, with the settings given. The fast
-    /// recipe's base network is found as the VGG16 weights are (see [`locate_base`]).
+    /// recipe's base network is found as the VGG16 weights are (see [`locate_base`]); where
+    /// none is installed it starts from fresh weights, and says so.
     pub fn new(given: &Given) -> Result<Self> {
         let name = given.name.unwrap_or_default();
         let mut recipe = match name {
@@ -134,7 +135,7 @@ impl Recipe {
         recipe.betas = given.betas.unwrap_or(recipe.betas);
         recipe.base = match &given.base {
             Some(base) => base.clone(),
-            None if name == RecipeName::Fast => Some(locate_base()?),
+            None if name == RecipeName::Fast => locate_base(),
             None => None,
         };
         recipe.validate()?;
@@ -227,21 +228,23 @@ pub fn file_or_none(path: &Path) -> Option<PathBuf> {
 }
 
 /// The shipped base network, `checkpoints/base.safetensors`: in the current folder, in this
-/// repository, or in `$XDG_DATA_HOME/faststyle` (as the VGG16 weights are found).
-pub fn locate_base() -> Result<PathBuf> {
+/// repository, or in `$XDG_DATA_HOME/faststyle` (as the VGG16 weights are found). `None`, with
+/// a note on stderr naming the places looked at, where there is none.
+pub fn locate_base() -> Option<PathBuf> {
     let paths: Vec<PathBuf> = faststyle::locate::data_folders()
         .into_iter()
         .map(|folder| folder.join(BASE_FILE))
         .collect();
     if let Some(found) = paths.iter().find(|p| p.is_file()) {
-        return Ok(std::path::absolute(found).unwrap_or_else(|_| found.clone()));
+        return Some(std::path::absolute(found).unwrap_or_else(|_| found.clone()));
     }
     let looked: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
-    bail!(
-        "the fast recipe's base network was not found (looked at {}); give --base FILE, \
-         --base none for fresh weights, or --init MODEL",
+    eprintln!(
+        "note: no base network for the fast recipe (looked at {}): starting from fresh \
+         weights (--base FILE or --init MODEL give one)",
         looked.join(", ")
-    )
+    );
+    None
 }
 
 /// The style model's `recipe` metadata: the recipe's settings with the learning rate, batch

@@ -22,7 +22,8 @@
 #
 # Settings (environment): OUT (target/ttq), PARTS (photos,time,example,fast,levers,evaluate,
 # report), SIZE (128), EXAMPLE_ITERS, SAVE_AT, FAST_BUDGETS, LONG_STYLE, LONG_BUDGETS,
-# LEVER_BUDGET, LEVER_STYLES, NICE (15). Long runs are niced and run one at a time.
+# LEVER_BUDGET, LEVER_STYLES, FAST_FLAGS, REPORT_BUDGETS (the example budgets that the table
+# compares, 200,800,3200), NICE (15). Long runs are niced and run one at a time.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
@@ -37,6 +38,8 @@ LONG_BUDGETS="${LONG_BUDGETS:-200 400 800}"
 LEVER_BUDGET="${LEVER_BUDGET:-100}"
 LEVER_STYLES="${LEVER_STYLES:-udnie ihc}"
 NICE="${NICE:-15}"
+# Flags of every `train --recipe fast` run (e.g. `--base none` where no base is shipped).
+FAST_FLAGS="${FAST_FLAGS:-}"
 PY="$root/.venv/bin/python"
 VGG=checkpoints/vgg16.safetensors
 say() { echo "ttq: $*" >&2; }
@@ -129,7 +132,7 @@ fast_run() {
     nice -n "$NICE" "$train" --recipe fast --precision bf16 --device cpu --dataset "$OUT/photos/train" \
         --style "$image" --image-size "$SIZE" --iterations "$iters" --val none \
         --log-every 25 --image-every 1000000 --checkpoint-every 1000000 \
-        --out "$dir" --logdir "$dir/logs" "${flags[@]}" > "$dir/log.txt" 2>&1
+        --out "$dir" --logdir "$dir/logs" $FAST_FLAGS "${flags[@]}" > "$dir/log.txt" 2>&1
 }
 
 if want fast; then
@@ -207,5 +210,6 @@ if want evaluate; then
                 "$model" "$style" >> "$OUT/eval.jsonl"
     done
 fi
-want report && "$PY" scripts/bench/ttq_report.py report "$OUT"
+want report && "$PY" scripts/bench/ttq_report.py report "$OUT" --budgets "${REPORT_BUDGETS:-200,800,3200}" \
+    --lever-budget "$LEVER_BUDGET"
 exit 0

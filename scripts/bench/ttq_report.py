@@ -4,7 +4,7 @@ usage:
   ttq_report.py iterations OUT --budget E [-- TRAIN FLAGS...]
       the iterations of a `train --recipe fast` run with those flags that take the time of
       E iterations of the example's loop at its best CPU setting (OUT/time.jsonl)
-  ttq_report.py report OUT [--plot FILE]
+  ttq_report.py report OUT [--plot FILE] [--budgets 200,800,3200] [--lever-budget 100]
       OUT/ttq.md (tables: time to the example's held-out loss, levers) and OUT/ttq.png
 
 The time model: every run's held-out losses are recorded against iterations (images seen),
@@ -165,7 +165,7 @@ def cmd_report(a):
         fast = [(r["seconds"], r["total"]) for r in runs if r["style"] == style and r["label"] == "fast"]
         longest = max(n for n, *_ in curve)
         for n, secs, total, _, _ in curve:
-            if n not in (200, 800, 3200):
+            if n not in a.budgets:
                 continue
             target = 1 / 4 if n == longest and n > 800 else 1 / 8
             t, how = time_to_reach(fast, total)
@@ -241,12 +241,12 @@ def cmd_report(a):
     with open(os.path.join(out, "ttq.md"), "w") as f:
         f.write("\n".join(md) + "\n")
     print("\n".join(md))
-    plot(a.plot or os.path.join(out, "ttq.png"), curves, runs)
+    plot(a.plot or os.path.join(out, "ttq.png"), curves, runs, a.budgets)
     with open(os.path.join(out, "verdicts.json"), "w") as f:
         json.dump(verdicts, f)
 
 
-def plot(path, curves, runs):
+def plot(path, curves, runs, budgets):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -261,7 +261,7 @@ def plot(path, curves, runs):
             ax.plot([t / 60 for t, _ in fast], [l for _, l in fast], "s-", color="#d62728", ms=4,
                     label="train --recipe fast (one run per budget)")
         for n, secs, total, _, _ in c:
-            if n in (200, 800, 3200):
+            if n in budgets:
                 ax.axhline(total, color="#888888", lw=0.6, ls=":")
                 ax.annotate(f"example at {n} it", (c[0][1] / 60, total), fontsize=7, color="#555555",
                             va="bottom")
@@ -289,11 +289,15 @@ def main():
     rp.add_argument("out")
     rp.add_argument("--plot")
     rp.add_argument("--lever-budget", type=int, default=100)
+    rp.add_argument("--budgets", default="200,800,3200",
+                    help="the example budgets (iterations) that the table compares")
     a, rest = ap.parse_known_args()
     if a.cmd == "iterations":
         a.flags = [x for x in rest if x != "--"]  # the train flags after `--`
     elif rest:
         ap.error(f"unrecognized arguments: {' '.join(rest)}")
+    if a.cmd == "report":
+        a.budgets = {int(b) for b in a.budgets.split(",") if b}
     {"iterations": cmd_iterations, "report": cmd_report}[a.cmd](a)
 
 

@@ -36,7 +36,7 @@ impl Crop {
     /// The random crop of the photo at `index` of `epoch`'s order in a `w`×`h` photo: a
     /// function of the seed and the position only, so that a resumed run crops alike.
     pub fn random(seed: u64, epoch: u64, index: usize, w: u32, h: u32) -> Self {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6175_676d_656e_74);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x0061_7567_6d65_6e74);
         rng.set_stream((epoch << 32) ^ index as u64);
         let side = f64::from(w.min(h));
         let area = side * side * rng.random_range(MIN_CROP_AREA..=1.0);
