@@ -125,7 +125,7 @@ fast_run() {
     local dir="$OUT/fast/$style/$slug-E$budget"
     if grep -qs "saved style model" "$dir/log.txt"; then return; fi
     local iters
-    iters="$("$PY" scripts/bench/ttq_report.py iterations "$OUT" --budget "$budget" -- "${flags[@]}")"
+    iters="$("$PY" scripts/bench/ttq_report.py iterations "$OUT" --budget "$budget" -- --image-size "$SIZE" "${flags[@]}")"
     say "fast, $style, $label, budget $budget example iterations: $iters iterations"
     rm -rf "$dir"; mkdir -p "$dir"
     echo "$label" > "$dir/label"
@@ -164,7 +164,7 @@ if want multi; then
     dir="$OUT/multi/$(echo $MULTI_STYLES | tr ' ' '+')-E$budget"
     for st in $MULTI_STYLES; do fast_run "$st" fast "$MULTI_BUDGET"; done
     if ! grep -qs "saved style model" "$dir/log.txt"; then
-        iters="$("$PY" scripts/bench/ttq_report.py iterations "$OUT" --budget "$budget")"
+        iters="$("$PY" scripts/bench/ttq_report.py iterations "$OUT" --budget "$budget" -- --image-size "$SIZE")"
         say "fast, $n styles, budget $budget: $iters iterations"
         rm -rf "$dir"; mkdir -p "$dir"
         nice -n "$NICE" "$train" --recipe fast --precision bf16 --device cpu --dataset "$OUT/photos/train" \

@@ -12,7 +12,8 @@
 # kinds becomes a ratio to it. Lines go to OUT/time.jsonl; OUT/busy.jsonl says how busy the
 # CPUs were before each part.
 # Settings: ROUNDS (3), STEPS (6 timed iterations), WARMUP (2), SIZE (128), OURS (the kinds
-# of ours: size:precision:batch, default "128:bf16:4 64:bf16:4 128:fp32:4"), STYLE.
+# of ours: size:precision:batch, default "128:bf16:4 64:bf16:4 128:fp32:4"), EXAMPLE_KINDS
+# (mode:precision, default the three above), STYLE.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
@@ -22,6 +23,7 @@ STEPS="${STEPS:-6}"
 WARMUP="${WARMUP:-2}"
 SIZE="${SIZE:-128}"
 OURS="${OURS:-128:bf16:4 64:bf16:4 128:fp32:4}"
+EXAMPLE_KINDS="${EXAMPLE_KINDS:-faithful:fp32 tuned:fp32 tuned:bf16}"
 STYLE="${STYLE:-datasets/styles/udnie.jpg}"
 PY="$root/.venv/bin/python"
 VGG=checkpoints/vgg16.safetensors
@@ -59,7 +61,7 @@ PYEOF
 
 echo "{\"uptime\": \"$(uptime)\", \"when\": \"start\"}" >> "$OUT/busy.jsonl"
 for ((r = 1; r <= ROUNDS; r++)); do
-    for kind in faithful:fp32 tuned:fp32 tuned:bf16; do
+    for kind in $EXAMPLE_KINDS; do
         mode="${kind%%:*}"; prec="${kind##*:}"
         f="$OUT/time/example-$mode-$prec-$r.json"
         flock "$LOCK" "$PY" scripts/bench/torch_train.py --dataset "$PHOTOS" --vgg "$VGG" \
