@@ -626,7 +626,7 @@ fn save_model(a: &SaveModelArgs) -> Result<()> {
         content_weight: 1e5,
         style_weight: 1e10,
         image_size: 256,
-        recipe: None,
+        ..Default::default()
     };
     if let Some(dir) = a.out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;

@@ -57,7 +57,7 @@ pub fn run(input: &Path, output: &Path, model: &Stylizer, options: &Options) -> 
         alpha: None,
     };
     imageio::write(output, &picture, options.jpeg_quality)
-        .with_context(|| format!("cannot write {}", output.display()))
+        .map_err(|e| faststyle::fsutil::naming(e, output))
 }
 
 #[cfg(test)]

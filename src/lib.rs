@@ -11,6 +11,7 @@ pub mod fsutil;
 pub mod fused;
 pub mod gatys;
 pub mod imageio;
+pub mod interrupt;
 pub mod locate;
 pub mod loss;
 pub mod optim;

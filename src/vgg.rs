@@ -126,6 +126,15 @@ impl Vgg16 {
             })
             .collect();
         checkpoint::read(path)?.load_into(&vs, path)?;
+        // A wrong tensor of the right shape (NaN, infinite) would train on silently.
+        for (name, t) in checkpoint::variables(&vs) {
+            if !bool::try_from(t.isfinite().all()).unwrap_or(false) {
+                bail!(
+                    "{}: tensor `{name}` holds NaN or infinite values",
+                    path.display()
+                );
+            }
+        }
         vs.freeze();
         // Only training uses the loss network, and it runs channels-last.
         device::vars_channels_last(&vs);

@@ -278,7 +278,7 @@ fn checkpoint_round_trip_is_bit_exact() {
         content_weight: 1e5,
         style_weight: 1e10,
         image_size: 256,
-        recipe: None,
+        ..Default::default()
     };
     let path = dir.path().join("m.safetensors");
     checkpoint::save_model(&path, &vs, &info, Kind::Float).unwrap();

@@ -2,6 +2,7 @@
 //! photos, or (`--preview`) shows in a minute what those losses make of one photo.
 mod args;
 mod checkpointer;
+mod events;
 mod feed;
 mod logger;
 mod meter;

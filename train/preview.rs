@@ -9,6 +9,7 @@ use faststyle::device::{self, Precision};
 use faststyle::fsutil;
 use faststyle::gatys::Gatys;
 use faststyle::imageio::{self, Picture};
+use faststyle::interrupt::Interrupt;
 use faststyle::loss::{self, LossWeights};
 use faststyle::progress;
 use faststyle::sheet;
@@ -18,7 +19,6 @@ use indicatif::ProgressBar;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
@@ -92,7 +92,8 @@ fn settings(args: &Args) -> Result<Vec<(Setting, String)>> {
     Ok(out)
 }
 
-/// Runs the preview; the exit code is 130 when interrupted (what was reached is written).
+/// Runs the preview; the exit code is 130 after Ctrl-C, 143 after SIGTERM (what was reached
+/// is written).
 pub fn run(args: &Args) -> Result<ExitCode> {
     let device = args.device.resolve()?;
     let precision = args.precision.unwrap_or_default();
@@ -141,10 +142,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     }
     let vgg = Vgg16::load(&vgg::locate(args.vgg.as_deref())?, device)?;
 
-    let interrupted = Arc::new(AtomicBool::new(false));
-    let flag = interrupted.clone();
-    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
-        .context("cannot install the Ctrl-C handler")?;
+    let interrupt = Interrupt::install("writing the preview as it is now")?;
     let runs = (photos.len() * settings.len()) as u64;
     eprintln!(
         "{} of {} in the style of {}, {steps} steps each on {} ({precision})",
@@ -169,7 +167,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         steps,
         log_every,
         bar: progress::bar(steps * runs, "steps"),
-        interrupted: &interrupted,
+        interrupted: interrupt.flag(),
     };
     let started = Instant::now();
     // Style grams per style size, computed once each.
@@ -182,7 +180,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             tiles.push((stem(photo), pixels.clone()));
         }
         for (setting, label) in &settings {
-            if interrupted.load(Ordering::SeqCst) {
+            if interrupt.requested() {
                 break 'photos;
             }
             let targets = match grams.iter().position(|(s, _)| *s == setting.style_size) {
@@ -218,7 +216,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     };
     let picture = Picture { rgb, alpha: None };
     imageio::write(&output, &picture, imageio::DEFAULT_JPEG_QUALITY)
-        .with_context(|| format!("{}", output.display()))?;
+        .map_err(|e| fsutil::naming(e, &output))?;
     eprintln!(
         "wrote {} ({done} steps, {:.1} s{})",
         output.display(),
@@ -228,9 +226,9 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             f[0], f[1]
         ))
     );
-    if interrupted.load(Ordering::SeqCst) {
+    if interrupt.requested() {
         eprintln!("interrupted at step {done}; the preview shows what was reached");
-        return Ok(ExitCode::from(130));
+        return Ok(ExitCode::from(interrupt.exit_code()));
     }
     Ok(ExitCode::SUCCESS)
 }

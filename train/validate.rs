@@ -211,18 +211,17 @@ impl Validation {
             let l = self.losses(s.net, s.vgg, *row, &s.style_grams[k], s.weights)?;
             if several {
                 let tag = format!("val/total/{}", s.styles.names[*row]);
-                logger.scalar(&tag, l.total, step);
+                logger.scalar(&tag, l.total, step)?;
             }
             all.push(l);
         }
         let n = all.len() as f64;
         let mean = |f: fn(&ValLosses) -> f64| all.iter().map(f).sum::<f64>() / n;
         let (content, style, total) = (mean(|l| l.content), mean(|l| l.style), mean(|l| l.total));
-        logger.scalar("val/content", content, step);
-        logger.scalar("val/style", style, step);
-        logger.scalar("val/total", total, step);
-        logger.val(step, content, style, total);
-        Ok(())
+        logger.scalar("val/content", content, step)?;
+        logger.scalar("val/style", style, step)?;
+        logger.scalar("val/total", total, step)?;
+        logger.val(step, content, style, total)
     }
 }
 
