@@ -119,7 +119,7 @@ pub struct Args {
     #[arg(long)]
     pub precision: Option<Precision>,
     /// The training recipe: `example` (the PyTorch example's, exactly) or `fast` (faststyle's:
-    /// warm-up and decay from a higher peak lr, from a shipped base network) [default: example].
+    /// warm-up and decay from a higher peak lr, from checkpoints/base.safetensors where installed) [default: example].
     #[arg(long)]
     pub recipe: Option<RecipeName>,
     /// Fraction of the run over which the learning rate rises from 0 to --lr [default: the
