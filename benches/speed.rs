@@ -102,6 +102,9 @@ struct LoaderArgs {
     prefetch: usize,
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Decoding threads (0: one per core, as `train`).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
 }
 
 #[derive(clap::Args, Debug)]
@@ -357,7 +360,10 @@ fn loader(a: &LoaderArgs) -> Result<()> {
         image_size: a.image_size,
         seed: a.seed,
         prefetch: a.prefetch,
+        threads: a.threads,
+        ..Default::default()
     };
+    let threads = config.threads();
     let mut loader = Loader::start(dataset, config, Position::default());
     let mut images = 0usize;
     let mut skipped = 0usize;
@@ -375,7 +381,7 @@ fn loader(a: &LoaderArgs) -> Result<()> {
     emit(json!({
         "bench": "loader", "impl": "faststyle", "image_size": a.image_size,
         "batch_size": a.batch_size, "batches": a.batches, "warmup": a.warmup,
-        "prefetch": a.prefetch, "files": files, "threads": rayon::current_num_threads(),
+        "prefetch": a.prefetch, "files": files, "threads": threads,
         "images": images, "seconds": elapsed, "images_per_s": images as f64 / elapsed,
         "skipped": skipped,
     }));
@@ -411,6 +417,7 @@ fn train_step(a: &TrainStepArgs) -> Result<()> {
         image_size: a.image_size,
         seed: a.seed,
         prefetch: 4,
+        ..Default::default()
     };
     let mut loader = Loader::start(dataset, config, Position::default());
     let weights = LossWeights {

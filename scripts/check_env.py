@@ -2,7 +2,8 @@
 import importlib
 import sys
 
-REQUIRED = ["numpy", "safetensors", "tensorboard", "PIL", "onnx", "onnxruntime", "imageio_ffmpeg", "cv2"]
+REQUIRED = ["numpy", "safetensors", "tensorboard", "PIL", "onnx", "onnxruntime", "imageio_ffmpeg", "cv2",
+            "matplotlib"]
 
 import torch  # noqa: E402
 

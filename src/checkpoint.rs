@@ -268,6 +268,8 @@ pub struct ModelInfo {
     pub style_weight: f64,
     /// Training crop size.
     pub image_size: u32,
+    /// The training recipe and its settings (JSON), when known.
+    pub recipe: Option<String>,
     /// The id of the training run that wrote it (empty: none recorded).
     pub run: String,
 }
@@ -293,6 +295,7 @@ impl ModelInfo {
             ("run", self.run.clone()),
         ]
         .into_iter()
+        .chain(self.recipe.clone().map(|r| ("recipe", r)))
         .filter(|(_, v)| !v.is_empty())
         .map(|(k, v)| (k.to_string(), v))
         .collect()

@@ -1,5 +1,10 @@
-//! The training photos: discovery, decoding, resizing and centre-cropping, shuffling per
-//! epoch, and batching in parallel ahead of the network (a bounded prefetch queue).
+//! The training photos: discovery, decoding, cropping (centre, or random with `--augment`),
+//! shuffling per epoch, and batching ahead of the network on worker threads (`loader`).
+mod loader;
+mod photo;
+
+pub use photo::{Crop, MAX_CROP_ASPECT, MIN_CROP_AREA};
+
 use crate::imageio;
 use anyhow::{bail, Context, Result};
 use fast_image_resize::images::{Image, ImageRef};
@@ -7,13 +12,11 @@ use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use rayon::prelude::*;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use tch::{Kind, Tensor};
+use tch::{Device, Tensor};
 use walkdir::WalkDir;
 
 /// The image files of a folder, walked recursively, in a fixed (sorted) order.
@@ -106,7 +109,7 @@ pub struct Position {
 
 /// A batch of photos ready for the network.
 pub struct Batch {
-    /// N×3×S×S, uint8, on the CPU.
+    /// N×3×S×S, uint8, on the CPU (pinned when the loader was asked to pin).
     pub images: Tensor,
     /// The position just after this batch (where a resumed run continues).
     pub next: Position,
@@ -114,113 +117,74 @@ pub struct Batch {
     pub skipped: Vec<(PathBuf, String)>,
 }
 
-/// Settings of the loader.
+/// Settings of the loader; `LoaderConfig { batch_size: 8, ..Default::default() }` names only
+/// what differs from the defaults.
 #[derive(Clone, Copy, Debug)]
 pub struct LoaderConfig {
     /// Photos per batch.
     pub batch_size: usize,
     /// Side of the square crops.
     pub image_size: u32,
-    /// Shuffle seed.
+    /// Shuffle seed (and of the random crops).
     pub seed: u64,
     /// Batches decoded ahead of the network.
     pub prefetch: usize,
+    /// Decoding threads; 0: one per core.
+    pub threads: usize,
+    /// Random resized crops and flips (`train --augment`) instead of centre crops.
+    pub augment: bool,
+    /// Batches in pinned (page-locked) memory for this CUDA device, so that they cross
+    /// without a staging copy; ignored for the CPU.
+    pub pin_memory: Option<Device>,
 }
 
-/// Batches produced by a background thread that decodes photos in parallel (rayon).
+impl Default for LoaderConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 4,
+            image_size: 256,
+            seed: 42,
+            prefetch: 4,
+            threads: 0,
+            augment: false,
+            pin_memory: None,
+        }
+    }
+}
+
+impl LoaderConfig {
+    /// The number of decoding threads.
+    pub fn threads(&self) -> usize {
+        match self.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+}
+
+/// Batches of photos in the epochs' orders, decoded on worker threads ahead of the network.
 pub struct Loader {
     rx: Option<Receiver<Batch>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    shared: Arc<loader::Shared>,
+    threads: Vec<JoinHandle<()>>,
 }
 
 impl Loader {
     /// Starts producing batches from `start` onwards, epoch after epoch, endlessly.
-    /// The last batch of an epoch may be smaller than the batch size.
+    /// The last batch of an epoch may be smaller than the batch size; an unreadable photo is
+    /// skipped, reported with the next batch.
     pub fn start(dataset: Arc<Dataset>, config: LoaderConfig, start: Position) -> Self {
+        let config = LoaderConfig {
+            batch_size: config.batch_size.max(1),
+            ..config
+        };
         let (tx, rx) = sync_channel(config.prefetch.max(1));
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop_flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            // Enough photos in flight to keep every core busy, in whole batches.
-            let threads = rayon::current_num_threads().max(1);
-            let window = config.batch_size * threads.div_ceil(config.batch_size).max(2);
-            let mut pos = start;
-            let mut pending: Vec<Vec<u8>> = Vec::new();
-            let mut skipped = Vec::new();
-            loop {
-                let mut sent = false;
-                let whole_epoch = pos.index == 0;
-                let order = dataset.epoch_order(config.seed, pos.epoch);
-                while pos.index < order.len() {
-                    if stop_flag.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    let end = (pos.index + window).min(order.len());
-                    let decoded: Vec<_> = order[pos.index..end]
-                        .par_iter()
-                        .map_init(Resizer::new, |resizer, &i| {
-                            let path = &dataset.files[i];
-                            decode_rgb(path)
-                                .and_then(|img| square_crop(&img, config.image_size, resizer))
-                        })
-                        .collect();
-                    for (k, result) in decoded.into_iter().enumerate() {
-                        let file_index = order[pos.index + k];
-                        match result {
-                            Ok(pixels) => pending.push(pixels),
-                            Err(e) => {
-                                skipped.push((dataset.files[file_index].clone(), format!("{e:#}")))
-                            }
-                        }
-                        let last_of_epoch = pos.index + k + 1 == order.len();
-                        if pending.len() == config.batch_size
-                            || (last_of_epoch && !pending.is_empty())
-                        {
-                            let next = if last_of_epoch {
-                                Position {
-                                    epoch: pos.epoch + 1,
-                                    index: 0,
-                                }
-                            } else {
-                                Position {
-                                    epoch: pos.epoch,
-                                    index: pos.index + k + 1,
-                                }
-                            };
-                            let batch = Batch {
-                                images: to_batch(&pending, config.image_size),
-                                next,
-                                skipped: std::mem::take(&mut skipped),
-                            };
-                            pending.clear();
-                            if tx.send(batch).is_err() {
-                                return;
-                            }
-                            sent = true;
-                        }
-                    }
-                    pos.index = end;
-                }
-                // Undelivered photos belong to the epoch's last batch, sent above; a fully
-                // unreadable tail leaves only skips, which the next batch reports.
-                pos = Position {
-                    epoch: pos.epoch + 1,
-                    index: 0,
-                };
-                if !sent && whole_epoch {
-                    // Not one photo could be read: stop, so that the trainer reports it.
-                    for (path, reason) in skipped {
-                        eprintln!("warning: {}: skipped: {reason}", path.display());
-                    }
-                    return;
-                }
-            }
-        });
+        let shared = Arc::new(loader::Shared::new(dataset, config, start));
+        let threads = loader::spawn(shared.clone(), tx);
         Self {
             rx: Some(rx),
-            stop,
-            thread: Some(thread),
+            shared,
+            threads,
         }
     }
 
@@ -233,24 +197,13 @@ impl Loader {
 
 impl Drop for Loader {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        // Dropping the receiver unblocks a producer waiting to send.
+        self.shared.request_stop();
+        // Dropping the receiver unblocks a reassembler waiting to send.
         self.rx.take();
-        if let Some(t) = self.thread.take() {
+        for t in self.threads.drain(..) {
             let _ = t.join();
         }
     }
-}
-
-/// Stacks HWC byte images into an N×3×S×S uint8 tensor.
-fn to_batch(images: &[Vec<u8>], size: u32) -> Tensor {
-    let s = size as i64;
-    let flat: Vec<u8> = images.concat();
-    Tensor::from_slice(&flat)
-        .view([images.len() as i64, s, s, 3])
-        .permute([0, 3, 1, 2])
-        .contiguous()
-        .to_kind(Kind::Uint8)
 }
 
 /// The style image as a 1×3×H×W float tensor in 0…255, its shorter side resized to
@@ -271,4 +224,138 @@ pub fn resize_shorter(img: &image::RgbImage, size: u32) -> image::RgbImage {
     let scale = f64::from(size) / f64::from(w.min(h));
     let side = |s: u32| ((f64::from(s) * scale).round() as u32).max(1);
     image::imageops::resize(img, side(w), side(h), image::imageops::FilterType::Triangle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `n` photos of different sizes, photo i filled with red level 10·i, and one broken file.
+    fn folder(n: usize) -> (tempfile::TempDir, Arc<Dataset>) {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..n {
+            let img = image::RgbImage::from_pixel(
+                40 + 7 * i as u32,
+                33,
+                image::Rgb([10 * i as u8, 1, 2]),
+            );
+            img.save(dir.path().join(format!("p{i}.png"))).unwrap();
+        }
+        std::fs::write(dir.path().join("p_broken.jpg"), b"not a jpeg").unwrap();
+        let dataset = Arc::new(Dataset::open(dir.path()).unwrap());
+        (dir, dataset)
+    }
+
+    /// (red levels of each photo, next position, skipped names) of `count` batches.
+    fn batches(
+        dataset: &Arc<Dataset>,
+        config: LoaderConfig,
+        start: Position,
+        count: usize,
+    ) -> Vec<(Vec<u8>, Position, Vec<String>)> {
+        let mut loader = Loader::start(dataset.clone(), config, start);
+        (0..count)
+            .map(|_| {
+                let b = loader.next_batch().unwrap();
+                let n = b.images.size()[0];
+                let reds = (0..n)
+                    .map(|i| b.images.int64_value(&[i, 0, 5, 5]) as u8)
+                    .collect();
+                let skipped = b
+                    .skipped
+                    .iter()
+                    .map(|(p, _)| p.file_name().unwrap().to_string_lossy().into_owned())
+                    .collect();
+                (reds, b.next, skipped)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn batches_keep_the_epoch_order_and_skips_whatever_the_threads() {
+        let (_dir, dataset) = folder(6);
+        let config = |threads| LoaderConfig {
+            batch_size: 4,
+            image_size: 16,
+            seed: 7,
+            threads,
+            ..Default::default()
+        };
+        let one = batches(&dataset, config(1), Position::default(), 6);
+        assert_eq!(one, batches(&dataset, config(3), Position::default(), 6));
+        // Epoch by epoch: the readable photos in the epoch's order, 4 then the rest.
+        for epoch in 0..3u64 {
+            let order = dataset.epoch_order(7, epoch);
+            let reds: Vec<u8> = order
+                .iter()
+                .filter(|&&i| !dataset.files[i].ends_with("p_broken.jpg"))
+                .map(|&i| {
+                    dataset.files[i].file_stem().unwrap().to_string_lossy()[1..]
+                        .parse::<u8>()
+                        .unwrap()
+                        * 10
+                })
+                .collect();
+            let (a, b) = (&one[2 * epoch as usize], &one[2 * epoch as usize + 1]);
+            assert_eq!([a.0.clone(), b.0.clone()].concat(), reds, "epoch {epoch}");
+            assert_eq!(
+                b.1,
+                Position {
+                    epoch: epoch + 1,
+                    index: 0
+                }
+            );
+            // The broken photo is reported once per epoch, with the batch after it.
+            let skips = [a.2.clone(), b.2.clone()].concat();
+            assert_eq!(skips, ["p_broken.jpg"], "epoch {epoch}");
+        }
+    }
+
+    #[test]
+    fn a_loader_started_at_a_position_continues_the_same_batches() {
+        let (_dir, dataset) = folder(5);
+        let config = LoaderConfig {
+            batch_size: 2,
+            image_size: 16,
+            threads: 2,
+            ..Default::default()
+        };
+        let all = batches(&dataset, config, Position::default(), 8);
+        // Resume inside the second epoch.
+        let k = (3..6).find(|&k| all[k].1.index != 0).unwrap();
+        assert_eq!(all[k].1.epoch, 1);
+        assert_eq!(batches(&dataset, config, all[k].1, 8 - k - 1), all[k + 1..]);
+    }
+
+    #[test]
+    fn augmented_batches_repeat_from_the_seed_and_differ_from_centre_crops() {
+        let dir = tempfile::tempdir().unwrap();
+        let img =
+            image::RgbImage::from_fn(64, 48, |x, y| image::Rgb([(4 * x) as u8, (5 * y) as u8, 9]));
+        img.save(dir.path().join("a.png")).unwrap();
+        let dataset = Arc::new(Dataset::open(dir.path()).unwrap());
+        let config = LoaderConfig {
+            batch_size: 1,
+            image_size: 16,
+            augment: true,
+            ..Default::default()
+        };
+        let take = |config: LoaderConfig| {
+            let mut loader = Loader::start(dataset.clone(), config, Position::default());
+            (0..6)
+                .map(|_| loader.next_batch().unwrap().images)
+                .collect::<Vec<_>>()
+        };
+        let (a, b) = (take(config), take(config));
+        let centre = take(LoaderConfig {
+            augment: false,
+            ..config
+        });
+        for i in 0..6 {
+            assert!(a[i].equal(&b[i]), "batch {i} differs between two runs");
+            assert!(!a[i].equal(&centre[i]), "batch {i} is the centre crop");
+            assert!(centre[i].equal(&centre[0]));
+        }
+        assert!(!a[0].equal(&a[1]), "every epoch should crop anew");
+    }
 }

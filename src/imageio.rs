@@ -92,7 +92,7 @@ fn one_line(e: image::ImageError) -> anyhow::Error {
 /// truncated file without an error and fills the missing part with grey, so a missing end is
 /// detected here. Segments are skipped by their length, so an EXIF thumbnail's own end marker
 /// does not count.
-fn check_jpeg_complete(bytes: &[u8]) -> Result<()> {
+pub fn check_jpeg_complete(bytes: &[u8]) -> Result<()> {
     let truncated = || anyhow!("truncated JPEG (the file ends before its end-of-image marker)");
     let len = bytes.len();
     let mut i = 2; // after SOI

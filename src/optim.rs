@@ -45,6 +45,12 @@ impl Adam {
         }
     }
 
+    /// Sets β₁ and β₂ (PyTorch's defaults are 0.9 and 0.999).
+    pub fn set_betas(&mut self, [beta1, beta2]: [f64; 2]) {
+        self.beta1 = beta1;
+        self.beta2 = beta2;
+    }
+
     /// Drops the parameters' gradients (backward allocates them anew, which costs less than
     /// zeroing them one by one).
     pub fn zero_grad(&mut self) -> Result<()> {

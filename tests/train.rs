@@ -160,6 +160,8 @@ fn first_steps_match_pytorch_example() {
     let out = train(&s.args(
         "run",
         &[
+            "--recipe",
+            "example",
             "--init",
             s.path("init.safetensors").to_str().unwrap(),
             "--iterations",
@@ -243,6 +245,158 @@ fn resume_repeats_the_uninterrupted_run() {
     for (name, t) in &a.tensors {
         assert!(t.equal(&b.tensors[name]), "{name} differs");
     }
+}
+
+/// Runs `args` and presses Ctrl-C once its stdout shows step `after`; returns the output.
+fn train_interrupted(args: &[String], after: u64) -> Output {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(bin("train"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = Vec::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        let at = line
+            .strip_prefix("step ")
+            .and_then(|r| r.split_whitespace().next()?.parse::<u64>().ok());
+        lines.push(line);
+        if at == Some(after) {
+            let kill = Command::new("kill")
+                .args(["-INT", &child.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(kill.success());
+        }
+    }
+    let mut out = child.wait_with_output().unwrap();
+    out.stdout = (lines.join("\n") + "\n").into_bytes();
+    out
+}
+
+#[test]
+fn fast_recipe_resumes_exactly_through_its_warm_up_decay_and_crop_sizes() {
+    // The fast recipe's lr follows the run's length and its crops change size at 40% of
+    // it: a run stopped by Ctrl-C and resumed must repeat the uninterrupted one step for
+    // step (augmented crops and a warm start from a base network included).
+    let s = Setup::new(3, 40);
+    // The base: a two-step run, named as the shipped one.
+    assert_ok(&train(&s.args("made", &["--iterations", "2"])));
+    let base = s.path("base.safetensors");
+    std::fs::copy(s.path("made/style.safetensors"), &base).unwrap();
+    let recipe = [
+        "--recipe",
+        "fast",
+        "--base",
+        base.to_str().unwrap(),
+        "--progressive",
+        "0.4",
+        "--warmup",
+        "0.2",
+        "--augment",
+        "--iterations",
+        "40",
+        "--log-every",
+        "1",
+    ];
+    let whole = train(&s.args("whole", &recipe));
+    assert_ok(&whole);
+    let err = stderr(&whole);
+    for phase in [
+        "phase: 16 px warm-up from iteration 1",
+        "phase: 16 px decay from iteration 9",
+        "phase: 32 px decay from iteration 17",
+    ] {
+        assert!(err.contains(phase), "no `{phase}` in:\n{err}");
+    }
+    assert!(err.contains("base.safetensors"), "{err}");
+    let first = train_interrupted(&s.args("split", &recipe), 5);
+    assert_eq!(first.status.code(), Some(130), "{}", stderr(&first));
+    let done = step_lines(&first).len();
+    assert!((5..40).contains(&done), "stopped after {done} steps");
+    let second = train(
+        &[
+            "--resume",
+            s.path("split").to_str().unwrap(),
+            "--log-every",
+            "1",
+            "--device",
+            "cpu",
+        ]
+        .map(String::from),
+    );
+    assert_ok(&second);
+    let mut split = step_lines(&first);
+    split.extend(step_lines(&second));
+    assert_eq!(
+        step_lines(&whole),
+        split,
+        "per-step losses differ after resuming"
+    );
+    let a = checkpoint::read(&s.path("whole/style.safetensors")).unwrap();
+    let b = checkpoint::read(&s.path("split/style.safetensors")).unwrap();
+    for (name, t) in &a.tensors {
+        assert!(t.equal(&b.tensors[name]), "{name} differs");
+    }
+    // The model records its recipe.
+    let recipe: serde_json::Value = serde_json::from_str(&a.metadata["recipe"]).unwrap();
+    assert_eq!(recipe["name"], "fast");
+    assert_eq!(recipe["progressive"], 0.4);
+    assert_eq!(recipe["augment"], true);
+    assert_eq!(recipe["base"], "base.safetensors");
+}
+
+#[test]
+fn held_out_photos_are_scored_and_never_trained_on() {
+    // A --val folder inside the dataset: its photo is not trained on, and the held-out
+    // losses are logged at the interval and at the end.
+    let s = Setup::new(3, 32);
+    let held = s.path("photos/held");
+    std::fs::create_dir_all(&held).unwrap();
+    write_image(&held.join("h.png"), 40, 36, 77);
+    let args = |extra: &[&str]| {
+        let base = [
+            "--val",
+            held.to_str().unwrap(),
+            "--val-every",
+            "2",
+            "--log-every",
+            "1",
+        ];
+        s.args("run", &[&base[..], extra].concat())
+    };
+    let out = train(&args(&["--iterations", "3"]));
+    assert_ok(&out);
+    let text = stdout(&out);
+    let val: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("val step "))
+        .collect();
+    assert_eq!(val.len(), 2, "{text}");
+    assert!(
+        val[0].starts_with("val step 2 ") && val[1].starts_with("val step 3 "),
+        "{text}"
+    );
+    for line in &val {
+        let total: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(total.is_finite() && total > 0.0, "{line}");
+    }
+    let err = stderr(&out);
+    assert!(
+        err.contains("on 3 photos") && err.contains("held-out photos: 1"),
+        "{err}"
+    );
+    // A resume cannot change them.
+    let resumed = train(&s.args("run", &["--iterations", "4", "--resume", "--val", "none"]));
+    assert_eq!(resumed.status.code(), Some(1));
+    assert!(
+        stderr(&resumed).contains("--val cannot change"),
+        "{}",
+        stderr(&resumed)
+    );
 }
 
 #[test]

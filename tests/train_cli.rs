@@ -133,6 +133,8 @@ fn resume_accepts_the_original_command_and_keeps_its_intervals() {
     // The recorded --log-every 1 still holds (the default, 10, would log step 4 alone).
     assert_eq!(steps(&again), [3, 4], "{}", stderr(&again));
     let config = config_json(&s);
+    assert_eq!(config["recipe"]["name"], "example");
+    assert_eq!(config["recipe"]["decay"], "none");
     assert_eq!(config["log_every"], 1);
     assert_eq!(config["image_every"], 3);
     assert_eq!(config["checkpoint_every"], 2);
@@ -193,6 +195,9 @@ fn resume_refuses_a_changed_recipe_naming_both_values() {
         &["--content-weight", "100000", "200000"],
     );
     refused(&["--style-size", "64"], &["--style-size", "none", "64"]);
+    refused(&["--recipe", "fast"], &["--recipe", "example", "fast"]);
+    refused(&["--warmup", "0.1"], &["--warmup", "0", "0.1"]);
+    refused(&["--augment"], &["--augment", "false", "true"]);
     // Flags that s.args gives: replaced by a different value.
     let changed = |flag: &str, value: &str| {
         let mut args = s.args(&["--iterations", "2", "--resume"]);

@@ -1,4 +1,5 @@
 //! The command line of `train`, parsed in one place, and the run's configuration.
+use crate::recipe::{self, Decay, Given, Recipe, RecipeName};
 use crate::{resume, styles};
 use anyhow::{anyhow, bail, Result};
 use clap::Parser;
@@ -123,6 +124,43 @@ pub struct Args {
     /// [default: fp32, or the resumed run's].
     #[arg(long)]
     pub precision: Option<Precision>,
+    /// The training recipe: `example` (the PyTorch example's, exactly) or `fast` (faststyle's:
+    /// warm-up and decay from a higher peak lr, from checkpoints/base.safetensors where installed) [default: example].
+    #[arg(long)]
+    pub recipe: Option<RecipeName>,
+    /// Fraction of the run over which the learning rate rises from 0 to --lr [default: the
+    /// recipe's: example 0, fast 0.05].
+    #[arg(long, value_name = "FRACTION")]
+    pub warmup: Option<f64>,
+    /// How the learning rate falls after the warm-up, to 0 at the run's end [default: the
+    /// recipe's: example none, fast cosine].
+    #[arg(long)]
+    pub decay: Option<Decay>,
+    /// Progressive resizing: the first FRACTION of the run trains on crops of half
+    /// --image-size [default: 0].
+    #[arg(long, value_name = "FRACTION")]
+    pub progressive: Option<f64>,
+    /// Adam's β₁,β₂ [default: 0.9,0.999].
+    #[arg(long, value_name = "B1,B2", value_parser = recipe::parse_betas)]
+    pub betas: Option<[f64; 2]>,
+    /// The network a new run starts from when --init is not given, or `none` for fresh
+    /// weights [default: example none; fast checkpoints/base.safetensors, found as VGG16 is,
+    /// else fresh weights].
+    #[arg(long, value_name = "FILE|none")]
+    pub base: Option<PathBuf>,
+    /// Random resized crops (25–100% of the centred square's area, aspect 3:4 to 4:3) and
+    /// horizontal flips instead of centre crops, against overfitting small photo folders.
+    #[arg(long)]
+    pub augment: bool,
+    /// Held-out photos for the `val/*` curves: a folder (photos of it inside --dataset are
+    /// not trained on), or `none` [default: example none; fast 4 photos held out of datasets
+    /// of 40 or more].
+    #[arg(long, value_name = "DIR|none")]
+    pub val: Option<PathBuf>,
+    /// Log the held-out losses every N iterations (and at the end) [default: 500, or the
+    /// resumed run's].
+    #[arg(long)]
+    pub val_every: Option<u64>,
 }
 
 impl Args {
@@ -159,6 +197,23 @@ impl Args {
     fn temporal_weight(&self) -> Option<f64> {
         self.temporal_weight
             .map(|w| w.unwrap_or(faststyle::temporal::RECOMMENDED_WEIGHT))
+    }
+
+    /// The recipe settings given on the command line.
+    pub fn recipe_given(&self) -> Given {
+        Given {
+            name: self.recipe,
+            warmup: self.warmup,
+            decay: self.decay,
+            progressive: self.progressive,
+            betas: self.betas,
+            base: self.base.as_deref().map(recipe::file_or_none),
+        }
+    }
+
+    /// `--val`: `Some(None)` for `--val none`.
+    pub fn val_given(&self) -> Option<Option<PathBuf>> {
+        self.val.as_deref().map(recipe::file_or_none)
     }
 
     /// `--content-weight` when training: one value at most.
@@ -245,6 +300,24 @@ pub struct Config {
     pub log_every: u64,
     pub image_every: u64,
     pub precision: String,
+    /// The recipe and its settings (runs recorded before recipes existed: `example`).
+    #[serde(default = "Recipe::example")]
+    pub recipe: Recipe,
+    /// Random resized crops and flips.
+    #[serde(default)]
+    pub augment: bool,
+    /// The held-out photos of the `val/*` curves, and where they came from (`--val DIR`, or
+    /// none: held out of the dataset).
+    #[serde(default)]
+    pub val: Option<PathBuf>,
+    #[serde(default)]
+    pub val_photos: Vec<PathBuf>,
+    #[serde(default = "default_val_every")]
+    pub val_every: u64,
+}
+
+fn default_val_every() -> u64 {
+    500
 }
 
 impl Config {
@@ -259,6 +332,16 @@ impl Config {
         let style = styles::expand(&args.style)?;
         let name = args.run_name()?;
         let weights = args.loss_weights()?;
+        let recipe = match &args.init {
+            // --init (and --add-style, which needs it) gives the weights: no base to find.
+            Some(_) => Recipe::new(&Given {
+                base: Some(None),
+                ..args.recipe_given()
+            })?,
+            None => Recipe::new(&args.recipe_given())?,
+        };
+        let dataset = absolute(dataset);
+        let (val, val_photos) = crate::validate::choose(&dataset, args.val_given(), recipe.name)?;
         // Recorded absolute, so that the run resumes from any folder.
         let config = Self {
             out: absolute(args.run_folder()?),
@@ -267,7 +350,7 @@ impl Config {
                     .clone()
                     .unwrap_or_else(|| PathBuf::from("runs").join(&name)),
             ),
-            dataset: absolute(dataset),
+            dataset,
             style: style.into_iter().map(absolute).collect(),
             add_style: args.add_style.iter().cloned().map(absolute).collect(),
             vgg: absolute(vgg::locate(args.vgg.as_deref())?),
@@ -277,7 +360,9 @@ impl Config {
                 None => Some(args.epochs.unwrap_or(2)),
             },
             iterations: args.iterations,
-            batch_size: args.batch_size.unwrap_or(4),
+            batch_size: args
+                .batch_size
+                .unwrap_or(Recipe::default_batch_size(recipe.name)),
             image_size: args.image_size.unwrap_or(256),
             style_size: args.style_size()?,
             content_weight: weights.content,
@@ -286,7 +371,7 @@ impl Config {
             stability_weight: weights.stability,
             temporal_weight: weights.temporal,
             lr: args.lr.unwrap_or(if args.add_style.is_empty() {
-                1e-3
+                Recipe::default_lr(recipe.name)
             } else {
                 styles::ADD_STYLE_LR
             }),
@@ -296,6 +381,11 @@ impl Config {
             log_every: args.log_every.unwrap_or(10),
             image_every: args.image_every.unwrap_or(500),
             precision: args.precision.unwrap_or_default().to_string(),
+            recipe,
+            augment: args.augment,
+            val: val.map(absolute),
+            val_photos,
+            val_every: args.val_every.unwrap_or_else(default_val_every),
         };
         config.validate()?;
         Ok(config)
@@ -341,6 +431,26 @@ impl Config {
         )?;
         resume::same("--lr", &r.lr, args.lr.as_ref())?;
         resume::same("--seed", &r.seed, args.seed.as_ref())?;
+        let rr = &r.recipe;
+        resume::same("--recipe", &rr.name, args.recipe.as_ref())?;
+        resume::same("--warmup", &rr.warmup, args.warmup.as_ref())?;
+        resume::same("--decay", &rr.decay, args.decay.as_ref())?;
+        resume::same("--progressive", &rr.progressive, args.progressive.as_ref())?;
+        let betas = |b: &[f64; 2]| format!("{},{}", b[0], b[1]);
+        resume::same(
+            "--betas",
+            &betas(&rr.betas),
+            args.betas.as_ref().map(betas).as_ref(),
+        )?;
+        if let Some(base) = args.recipe_given().base {
+            resume::same_or_none("--base", rr.base.as_deref(), base.as_deref())?;
+        }
+        if args.augment && !r.augment {
+            resume::same("--augment", &false, Some(&true))?;
+        }
+        if let Some(val) = args.val_given() {
+            resume::same_or_none("--val", r.val.as_deref(), val.as_deref())?;
+        }
         if let Some(n) = args.iterations {
             recorded.iterations = Some(n);
             recorded.epochs = None;
@@ -363,6 +473,7 @@ impl Config {
         recorded.checkpoint_every = keep(args.checkpoint_every, recorded.checkpoint_every);
         recorded.log_every = keep(args.log_every, recorded.log_every);
         recorded.image_every = keep(args.image_every, recorded.image_every);
+        recorded.val_every = keep(args.val_every, recorded.val_every);
         if let Some(p) = args.precision {
             recorded.precision = p.to_string();
         }
@@ -377,6 +488,7 @@ impl Config {
             ("--checkpoint-every", self.checkpoint_every),
             ("--log-every", self.log_every),
             ("--image-every", self.image_every),
+            ("--val-every", self.val_every),
             ("--epochs", self.epochs.unwrap_or(1)),
             ("--iterations", self.iterations.unwrap_or(1)),
             ("--style-size", self.style_size.unwrap_or(1) as u64),

@@ -81,6 +81,28 @@ impl Logger {
         Ok(())
     }
 
+    /// Names the phase that starts at 0-based `step` (`128 px warm-up`): on the bar, or as
+    /// a line when there is none.
+    pub fn set_phase(&mut self, phase: &str, step: u64) {
+        if self.interactive {
+            self.bar.set_prefix(format!("{phase} "));
+        } else {
+            eprintln!("phase: {phase} from iteration {}", step + 1);
+        }
+    }
+
+    /// Reports the held-out losses of `step` (TensorBoard gets them as scalars).
+    pub fn val(&mut self, step: u64, content: f64, style: f64, total: f64) -> Result<()> {
+        self.writer.flush()?;
+        let text = format!("val step {step} content {content} style {style} total {total}");
+        if self.interactive {
+            self.bar.println(text);
+        } else {
+            println!("{text}");
+        }
+        Ok(())
+    }
+
     /// Logs one scalar under `tag` at `step`.
     pub fn scalar(&mut self, tag: &str, value: f64, step: u64) -> Result<()> {
         self.writer

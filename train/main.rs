@@ -3,9 +3,11 @@
 mod args;
 mod checkpointer;
 mod events;
+mod feed;
 mod logger;
 mod meter;
 mod preview;
+mod recipe;
 mod resume;
 mod samples;
 mod schedule;
@@ -13,6 +15,7 @@ mod session;
 mod signals;
 mod styles;
 mod trainer;
+mod validate;
 
 use std::process::ExitCode;
 

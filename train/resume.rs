@@ -44,6 +44,16 @@ pub fn same_path_opt(flag: &str, recorded: Option<&Path>, given: Option<&Path>) 
     }
 }
 
+/// [`same_path`] for a flag given as `FILE|none` (`None`: `none`, on either side).
+pub fn same_or_none(flag: &str, recorded: Option<&Path>, given: Option<&Path>) -> Result<()> {
+    match (recorded, given) {
+        (Some(r), None) => changed(flag, &r.display(), &"none"),
+        (None, Some(g)) => changed(flag, &"none", &g.display()),
+        (Some(r), Some(g)) => same_path(flag, r, Some(g)),
+        (None, None) => Ok(()),
+    }
+}
+
 fn changed(flag: &str, recorded: &dyn Display, given: &dyn Display) -> Result<()> {
     bail!(
         "{flag} cannot change when resuming: the run recorded {recorded}, this command gives \

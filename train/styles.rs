@@ -183,14 +183,20 @@ impl Styles {
 }
 
 /// The run's network on `device` with its styles and weights: the run's own model when
-/// resuming (`resume_from`), else `--init`'s (widened by the added styles), else fresh from
-/// the seed already set. Adding styles freezes everything but the instance norms.
+/// resuming (`resume_from`), else `--init`'s (widened by the added styles), else the recipe's
+/// base network (each style's rows starting as the base's), else fresh from the seed already
+/// set. Adding styles freezes everything but the instance norms.
 pub fn network(
     config: &Config,
     resume_from: Option<&Path>,
     device: Device,
 ) -> Result<(VarStore, TransformerNet, Styles)> {
-    let source = resume_from.or(config.init.as_deref());
+    let from_base = resume_from.is_none() && config.init.is_none();
+    let source = resume_from.or(config.init.as_deref()).or(config
+        .recipe
+        .base
+        .as_deref()
+        .filter(|_| from_base));
     let model = source.map(ModelFile::read).transpose()?;
     let adding = !config.add_style.is_empty();
     let base = match (&model, resume_from) {
@@ -209,7 +215,8 @@ pub fn network(
     let vs = VarStore::new(device);
     let net = TransformerNet::with_styles(&vs.root(), styles.names.len());
     if let (Some(model), Some(path)) = (&model, source) {
-        if adding && resume_from.is_none() {
+        let widen_base = from_base && model.styles.len() < styles.names.len();
+        if (adding && resume_from.is_none()) || widen_base {
             model.load_into_wider(&vs, path)?;
         } else {
             if model.styles.len() != styles.names.len() {

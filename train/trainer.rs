@@ -2,6 +2,7 @@
 //! and checkpoints at their intervals, until the schedule ends or a signal stops it.
 use crate::args::{Args, Config};
 use crate::checkpointer::Checkpointer;
+use crate::feed::Feed;
 use crate::logger::Logger;
 use crate::meter::Meter;
 use crate::samples;
@@ -9,10 +10,11 @@ use crate::schedule::Schedule;
 use crate::session::Session;
 use crate::signals::Stop;
 use crate::styles::{self, Styles};
+use crate::validate::{self, Validation};
 use anyhow::{Context, Result};
 use faststyle::checkpoint::ModelInfo;
 use faststyle::conditional::StyleMix;
-use faststyle::data::{self, Batch, Dataset, Loader, LoaderConfig, Position};
+use faststyle::data::{self, Batch, Dataset, LoaderConfig, Position};
 use faststyle::device::{self, Precision};
 use faststyle::fsutil;
 use faststyle::loss::{self, LossWeights};
@@ -65,7 +67,11 @@ struct Trainer {
     meter: Meter,
     logger: Logger,
     checkpointer: Checkpointer,
-    loader: Option<Loader>,
+    feed: Feed,
+    /// The held-out photos of the `val/*` curves, when the run has some.
+    validation: Option<Validation>,
+    /// The phase the progress bar names (`128 px warm-up`).
+    phase: String,
     /// The photos shown as stylized samples.
     samples: Tensor,
     step: u64,
@@ -93,7 +99,12 @@ impl Trainer {
         let (vs, net, styles) = styles::network(&config, resume_from, device)?;
         device::vars_channels_last(&vs);
         let vgg = Vgg16::load(&config.vgg, device)?;
-        let dataset = Arc::new(Dataset::open(&config.dataset)?);
+        let dataset = Dataset::open(&config.dataset)?;
+        let dataset = Arc::new(validate::training_set(
+            dataset,
+            &config.val_photos,
+            &config.dataset,
+        )?);
         let mut style_images = Vec::new();
         let mut style_grams = Vec::new();
         for (_, path) in &styles.trained {
@@ -105,6 +116,7 @@ impl Trainer {
         std::fs::create_dir_all(&config.out)
             .with_context(|| format!("{}: cannot create output folder", config.out.display()))?;
         let mut adam = Adam::new(styles::trainable(&vs), config.lr);
+        adam.set_betas(config.recipe.betas);
         let mut pos = Position::default();
         if let Some(state) = &resumed {
             adam.load_state(&state.tensors)
@@ -135,6 +147,17 @@ impl Trainer {
             }
         ));
         logger.say(&format!("VGG16 weights: {}", config.vgg.display()));
+        logger.say(&format!(
+            "recipe: {}{}",
+            config.recipe.describe(config.lr),
+            if config.augment {
+                ", augmented crops"
+            } else {
+                ""
+            }
+        ));
+        let validation = Validation::load(&config, device)?;
+        validate::announce(validation.as_ref(), &config, &logger);
 
         let samples = samples::sample_batch(&dataset, &config)?.to_device(device);
         if start_step == 0 {
@@ -150,8 +173,11 @@ impl Trainer {
             image_size: config.image_size,
             seed: config.seed,
             prefetch: 4,
+            augment: config.augment,
+            pin_memory: device.is_cuda().then_some(device),
+            ..Default::default()
         };
-        let loader = Loader::start(dataset, loader_config, pos);
+        let feed = Feed::new(dataset, loader_config);
         let weights = LossWeights {
             content: config.content_weight,
             style: config.style_weight,
@@ -176,6 +202,7 @@ impl Trainer {
             content_weight: config.content_weight,
             style_weight: config.style_weight,
             image_size: config.image_size,
+            recipe: Some(crate::recipe::metadata(&config)),
             run,
         };
         let checkpointer = Checkpointer::new(files, info, &config, start_step)?;
@@ -194,7 +221,9 @@ impl Trainer {
             schedule,
             logger,
             checkpointer,
-            loader: Some(loader),
+            feed,
+            validation,
+            phase: String::new(),
             samples,
             step: start_step,
             start_step,
@@ -208,20 +237,25 @@ impl Trainer {
     /// Trains until the schedule ends or `stop` is requested, logging and saving on the way.
     fn train(&mut self, stop: &Stop) -> Result<()> {
         while !self.schedule.done(self.step, self.pos) && !stop.requested() {
+            let phase = self.schedule.phase(self.step);
+            if phase != self.phase {
+                self.logger.set_phase(&phase, self.step);
+                self.phase = phase;
+            }
             let batch = self.next_batch()?;
             self.train_step(&batch)?;
             let last = self.schedule.done(self.step, self.pos) || stop.requested();
             self.after_step(last)?;
         }
-        self.loader.take();
+        self.feed.stop();
         self.logger.bar.finish_and_clear();
         Ok(())
     }
 
     /// The loader's next batch, its unreadable photos reported (each once).
     fn next_batch(&mut self) -> Result<Batch> {
-        let loader = self.loader.as_mut().context("the data loader is stopped")?;
-        let batch = loader.next_batch().with_context(|| {
+        let size = self.schedule.crop_size(self.step);
+        let batch = self.feed.next(self.pos, size).with_context(|| {
             format!("{}: no photo could be read", self.config.dataset.display())
         })?;
         for (path, reason) in &batch.skipped {
@@ -294,6 +328,9 @@ impl Trainer {
                 samples::log_batch(&mut self.logger, &stylized, &tag, step)?;
             }
         }
+        if step.is_multiple_of(self.config.val_every) || last {
+            self.validate(step)?;
+        }
         if checkpoint_due {
             self.checkpointer
                 .save(&self.vs, &self.adam, step, self.pos)?;
@@ -301,11 +338,26 @@ impl Trainer {
         Ok(())
     }
 
+    /// Logs the held-out losses, when the run has held-out photos.
+    fn validate(&mut self, step: u64) -> Result<()> {
+        let Some(val) = &self.validation else {
+            return Ok(());
+        };
+        let scored = validate::Scored {
+            net: &self.net,
+            vgg: &self.vgg,
+            styles: &self.styles,
+            style_grams: &self.style_grams,
+            weights: self.weights,
+        };
+        val.log(&scored, step, &mut self.logger)
+    }
+
     /// The error that ended the run; after a full or read-only disk, with how to resume
     /// once space is freed (the steps since the last checkpoint saved first, if the
     /// checkpoint's disk still takes them: the logs may be elsewhere).
     fn failed(mut self, err: anyhow::Error) -> anyhow::Error {
-        self.loader.take();
+        self.feed.stop();
         self.logger.bar.finish_and_clear();
         if !fsutil::is_disk_unusable(&err) {
             return err;

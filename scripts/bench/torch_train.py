@@ -3,12 +3,21 @@
 usage:
   torch_train.py --dataset DIR --vgg F --style IMG [--mode faithful|tuned]
                        [--device cpu|cuda] [--batch-size 4] [--image-size 256]
-                       [--iterations N] [--warmup K] [--workers W] [--json OUT]
+                       [--iterations N] [--warmup K] [--workers W] [--precision fp32|bf16]
+                       [--json OUT]
+  torch_train.py --curve DIR --dataset DIR --vgg F --style IMG --iterations N
+                       [--init F.safetensors] [--save-at N,N,...] [--image-size 256]
+
+--curve DIR trains the faithful loop for N iterations (no warm-up, nothing timed) and writes
+  DIR/step-N.safetensors (the example's state-dict names, float32) at each --save-at step
+  and at the end, and DIR/losses.jsonl (one line per step: step, images seen, content,
+  style, total, seconds). --init starts from a safetensors file of the network's weights
+  (faststyle's or this script's), so that both sides of a comparison start alike.
 
 faithful: the PyTorch example's neural_style.py train loop: images loaded with PIL,
   Resize(image_size) + CenterCrop + ToTensor + mul(255), DataLoader(batch_size) with no
   shuffling and no workers, fp32, two full VGG passes, .item() on the losses each step.
-tuned: bf16 autocast on CUDA (fp32 on CPU; Gram matrices in fp32), channels_last,
+tuned: bf16 autocast on CUDA (on the CPU with --precision bf16; Gram matrices in fp32), channels_last,
   DataLoader with W workers, pinned memory, uint8 batches converted on the device,
   non_blocking copies, content VGG pass stopped at relu2_2, fused Adam on CUDA, cudnn
   benchmark, no per-step synchronisation.
@@ -28,7 +37,8 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from torch_net import TransformerNet, Vgg16, gram_matrix, normalize_batch  # noqa: E402
+from torch_net import (TransformerNet, Vgg16, gram_matrix, load, normalize_batch,  # noqa: E402
+                       save)
 
 # torchvision's IMG_EXTENSIONS
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -126,11 +136,43 @@ def bench_data(a, device):
     return n / (time.perf_counter() - t0)
 
 
-def train_faithful(a, device):
+def initial_net(a):
+    """The seeded TransformerNet of the example, or the weights of --init."""
+    net = TransformerNet()
+    if a.init:
+        tensors, _ = load(a.init)
+        expected = net.state_dict()
+        missing = [k for k in expected if k not in tensors]
+        if missing:
+            raise SystemExit(f"{a.init}: missing tensors: {', '.join(missing)}")
+        net.load_state_dict({k: tensors[k].float() for k in expected})
+    return net
+
+
+def resume_curve(curve, transformer, optimizer):
+    """Restores a --curve run saved at one of its --save-at steps: (steps done, images seen)."""
+    path = os.path.join(curve, "state.pt")
+    if not os.path.exists(path):
+        return 0, 0
+    state = torch.load(path, weights_only=True)
+    transformer.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    # Keep only the log lines of the steps done.
+    log = os.path.join(curve, "losses.jsonl")
+    lines = [line for line in open(log) if json.loads(line)["step"] <= state["step"]]
+    with open(log, "w") as f:
+        f.writelines(lines)
+    print(f"curve: resuming {curve} at step {state['step']}", flush=True)
+    return state["step"], state["images"]
+
+
+def train_faithful(a, device, curve=None):
+    """The example's loop; with `curve` (a folder), also its checkpoints and per-step losses."""
     np.random.seed(a.seed)
     torch.manual_seed(a.seed)
-    loader = cycle(make_loader(a, device))
-    transformer = TransformerNet().to(device)
+    batches = make_loader(a, device)
+    loader = cycle(batches)
+    transformer = initial_net(a).to(device)
     optimizer = torch.optim.Adam(transformer.parameters(), a.lr)
     mse_loss = torch.nn.MSELoss()
     vgg = Vgg16(a.vgg).to(device)
@@ -141,8 +183,16 @@ def train_faithful(a, device):
     transformer.train()
     agg_content_loss = agg_style_loss = 0.0
     n = 0
-    for i in range(a.warmup + a.iterations):
-        if i == a.warmup:
+    warmup = 0 if curve else a.warmup
+    save_at = set(int(v) for v in a.save_at.split(",") if v) | {a.iterations}
+    first, seen, log = 0, 0, None
+    if curve:
+        first, seen = resume_curve(curve, transformer, optimizer)
+        log = open(os.path.join(curve, "losses.jsonl"), "a" if first else "w")
+        for _ in range(first % len(batches)):  # the example's order: no shuffle, cycled
+            next(loader)
+    for i in range(first, warmup + a.iterations):
+        if i == max(warmup, first):
             sync(device)
             t0, n = time.perf_counter(), 0
         x = next(loader)
@@ -166,6 +216,19 @@ def train_faithful(a, device):
         optimizer.step()
         agg_content_loss += content_loss.item()  # synchronises every step, as the example
         agg_style_loss += style_loss.item()
+        if log:
+            seen += n_batch
+            log.write(json.dumps({"step": i + 1, "images": seen, "content": content_loss.item(),
+                                  "style": style_loss.item(), "total": total_loss.item(),
+                                  "seconds": time.perf_counter() - t0}) + "\n")
+            log.flush()
+            if i + 1 in save_at:
+                save(os.path.join(curve, f"step-{i + 1}.safetensors"), transformer.state_dict(),
+                     {"iterations": i + 1, "images": seen, "created_by": "torch_train.py --curve"})
+                state = {"step": i + 1, "images": seen, "model": transformer.state_dict(),
+                         "optimizer": optimizer.state_dict()}
+                torch.save(state, os.path.join(curve, ".state.pt.tmp"))
+                os.replace(os.path.join(curve, ".state.pt.tmp"), os.path.join(curve, "state.pt"))
     sync(device)
     elapsed = time.perf_counter() - t0
     return n / elapsed, {"content": content_loss.item(), "style": style_loss.item()}
@@ -180,7 +243,7 @@ def train_tuned(a, device):
     transformer = TransformerNet().to(device, memory_format=cl)
     optimizer = torch.optim.Adam(transformer.parameters(), a.lr, fused=cuda or None)
     vgg = Vgg16(a.vgg).to(device, memory_format=cl)
-    amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda)
+    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda or a.precision == "bf16")
     f32 = torch.autocast(device.type, enabled=False)
 
     def gram32(f):
@@ -244,7 +307,12 @@ def main():
     ap.add_argument("--style-weight", type=float, default=1e10)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: torch default)")
+    ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                    help="tuned on the CPU: bf16 autocast (CUDA: always bf16)")
     ap.add_argument("--json", help="write results here")
+    ap.add_argument("--curve", metavar="DIR", help="train the faithful loop, saving checkpoints and losses here")
+    ap.add_argument("--init", help="initial weights (safetensors) instead of the seeded init")
+    ap.add_argument("--save-at", default="", help="with --curve: steps to save at, comma-separated")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -258,6 +326,11 @@ def main():
         return
     if not (a.vgg and a.style):
         ap.error("--vgg and --style are required (except with --loader-only)")
+    if a.curve:
+        os.makedirs(a.curve, exist_ok=True)
+        ips, last = train_faithful(a, device, curve=a.curve)
+        print(f"curve: {a.iterations} iterations, {ips:.2f} images/s, last {last}", flush=True)
+        return
 
     data_ips = bench_data(a, device)
     print(f"data loading alone: {data_ips:.1f} images/s", flush=True)
@@ -266,7 +339,7 @@ def main():
     print(f"{a.mode} training: {ips:.2f} images/s (batch {a.batch_size}, {a.image_size}px, "
           f"{a.iterations} timed iterations)", flush=True)
     if a.json:
-        info = {"mode": a.mode, "device": str(device), "torch": torch.__version__,
+        info = {"mode": a.mode, "precision": a.precision, "device": str(device), "torch": torch.__version__,
                 "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
                 "threads": torch.get_num_threads(), "batch_size": a.batch_size,
                 "image_size": a.image_size, "iterations": a.iterations, "warmup": a.warmup,
