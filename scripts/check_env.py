@@ -2,7 +2,9 @@
 import importlib
 import sys
 
-REQUIRED = ["numpy", "safetensors", "tensorboard", "PIL", "onnx", "onnxruntime", "imageio_ffmpeg"]
+REQUIRED = [
+    "numpy", "safetensors", "tensorboard", "PIL", "onnx", "onnxruntime", "imageio_ffmpeg", "pillow_heif",
+]
 
 import torch  # noqa: E402
 
