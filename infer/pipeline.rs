@@ -5,7 +5,8 @@ use crate::adjust::{self, Finish, Prepared};
 use crate::guard;
 use crate::model::Stylizer;
 use crate::plan::Job;
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, Result};
+use faststyle::fsutil;
 use faststyle::imageio::{self, Colour, OutputFormat};
 use rayon::prelude::*;
 use std::path::Path;
@@ -131,11 +132,11 @@ fn output_format(job: &Job) -> Result<OutputFormat> {
 fn finish(job: &Job, original: Prepared, stylized: Colour, options: &Options) -> Result<()> {
     let photo = adjust::finish_photo(original, stylized, output_format(job)?, options.finish())?;
     if let Some(parent) = job.output.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("cannot create folder {}", parent.display()))?;
+        fsutil::create_dir_all(parent)?;
     }
+    // A failed write names the output and the reason ("no space left on device").
     imageio::write_photo(&job.output, &photo, options.jpeg_quality)
-        .with_context(|| format!("cannot write {}", job.output.display()))
+        .map_err(|e| fsutil::naming(e, &job.output))
 }
 
 /// A counting limit on the encodes in flight.

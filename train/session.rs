@@ -13,6 +13,9 @@ pub struct Session {
     pub files: RunFiles,
     /// The saved state, when resuming.
     pub resumed: Option<TrainState>,
+    /// The run's id, recorded in its style model and state so that a state is never paired
+    /// with another run's model.
+    pub run: String,
 }
 
 impl Session {
@@ -20,8 +23,10 @@ impl Session {
     pub fn open(args: &Args) -> Result<Self> {
         match args.resume_path() {
             Some(path) => {
-                let files = RunFiles::find(&path?)?;
+                let mut files = RunFiles::find(&path?)?;
+                files.claim()?;
                 let state = TrainState::load(&files.state)?;
+                files.verify(&state)?;
                 let recorded: Config =
                     serde_json::from_value(state.config.clone()).with_context(|| {
                         format!("{}: unreadable configuration", files.state.display())
@@ -34,6 +39,10 @@ impl Session {
                 Ok(Self {
                     config,
                     files,
+                    // A state of an earlier version recorded none: the run gets one now.
+                    run: Some(state.run.clone())
+                        .filter(|r| !r.is_empty())
+                        .unwrap_or_else(new_run_id),
                     resumed: Some(state),
                 })
             }
@@ -51,6 +60,7 @@ impl Session {
                     config,
                     files,
                     resumed: None,
+                    run: new_run_id(),
                 })
             }
         }
@@ -60,4 +70,9 @@ impl Session {
     pub fn start_step(&self) -> u64 {
         self.resumed.as_ref().map_or(0, |s| s.step)
     }
+}
+
+/// A new run's id: 64 random bits in hex.
+fn new_run_id() -> String {
+    format!("{:016x}", rand::random::<u64>())
 }

@@ -1,6 +1,7 @@
 //! One picture through the server, the same steps as `infer` takes for a file: decode (with
 //! the pixel limit), scale, the worker's network pass, colour options, encode.
 use super::errors::ApiError;
+use super::models::Catalog;
 use super::params::StyleParams;
 use super::worker::{Job, Refused};
 use super::AppState;
@@ -83,15 +84,17 @@ pub fn decode(bytes: &[u8], max_size: Option<u32>, limits: Limits) -> Result<Dec
     Ok(Decoded { picture, format })
 }
 
-/// Runs the picture through the worker and waits for the network's result.
+/// Runs the picture through the worker and waits for the network's result (`params` were
+/// read against `catalog`).
 pub async fn network(
     state: &AppState,
+    catalog: &Catalog,
     params: &StyleParams,
     picture: &Prepared,
 ) -> Result<image::RgbImage, ApiError> {
     let (reply, result) = oneshot::channel();
     let job = Job {
-        model: params.model,
+        network: catalog.network(params.model),
         style: params.style.clone(),
         choice: params.choice.clone(),
         rgb: picture.network_input().clone(),
