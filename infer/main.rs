@@ -35,6 +35,11 @@ use std::process::ExitCode;
 const EXIT_SOME_FAILED: u8 = 1;
 /// Exit status when nothing could start.
 const EXIT_FATAL: u8 = 2;
+/// Default `--max-pixels` of files (a 200-megapixel panorama passes; a decompression bomb
+/// declaring 30,000 × 30,000 pixels does not).
+const FILE_MAX_PIXELS: u64 = 200_000_000;
+/// Default `--max-pixels` of the server.
+const SERVE_MAX_PIXELS: u64 = 40_000_000;
 
 /// Stylize photos and videos with a trained style model.
 ///
@@ -78,6 +83,11 @@ struct Args {
     #[arg(long)]
     preserve_color: bool,
 
+    /// Leave the photos' EXIF and XMP (camera, date, GPS…) out of the outputs; by default
+    /// they are kept, with the orientation reset to upright.
+    #[arg(long)]
+    strip_metadata: bool,
+
     /// Blend with the original: 1 is fully stylized, 0 gives the photo back unchanged.
     #[arg(long, default_value_t = 1.0, value_name = "F", value_parser = parse_strength)]
     strength: f32,
@@ -120,7 +130,8 @@ struct Args {
 
     /// Serve a web page and an HTTP API at HOST:PORT instead (e.g. 127.0.0.1:8080).
     #[arg(long, value_name = "ADDR", help_heading = "Server",
-          conflicts_with_all = ["checkpoint", "inputs", "output", "max_size", "preserve_color"])]
+          conflicts_with_all = ["checkpoint", "inputs", "output", "max_size", "preserve_color",
+                                "strip_metadata"])]
     serve: Option<String>,
 
     /// Folder of style models to serve (every *.safetensors below it) [default: the
@@ -144,10 +155,11 @@ struct Args {
           value_parser = clap::value_parser!(u64).range(1..))]
     max_upload_mb: u64,
 
-    /// Largest image in pixels (larger ones need the request's max_size).
-    #[arg(long, default_value_t = 40_000_000, value_name = "N", help_heading = "Server",
-          value_parser = clap::value_parser!(u64).range(1..))]
-    max_pixels: u64,
+    /// Largest image in pixels, refused from its header before any pixel is decoded
+    /// [default: 200000000 for files; 40000000 for --serve, where larger ones need the
+    /// request's max_size].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    max_pixels: Option<u64>,
 
     /// How many requests may wait for the network; more are answered 503.
     #[arg(long, default_value_t = 16, value_name = "N", help_heading = "Server",
@@ -240,7 +252,7 @@ fn serve(addr: &str, args: &Args) -> Result<u8> {
         models,
         token: args.token.clone(),
         max_upload_mb: args.max_upload_mb,
-        max_pixels: args.max_pixels,
+        max_pixels: args.max_pixels.unwrap_or(SERVE_MAX_PIXELS),
         queue: args.queue as usize,
         max_connections: args.max_connections,
         header_timeout: args.header_timeout,
@@ -263,6 +275,8 @@ fn one_line(err: &anyhow::Error) -> String {
 fn options(args: &Args) -> pipeline::Options {
     pipeline::Options {
         max_size: args.max_size,
+        max_pixels: Some(args.max_pixels.unwrap_or(FILE_MAX_PIXELS)),
+        strip_metadata: args.strip_metadata,
         preserve_color: args.preserve_color,
         strength: args.strength,
         jpeg_quality: args.quality,

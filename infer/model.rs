@@ -3,7 +3,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use faststyle::checkpoint::ModelFile;
 use faststyle::conditional::StyleMix;
 use faststyle::device::Precision;
-use faststyle::imageio;
+use faststyle::imageio::{self, Colour, Depth};
 use faststyle::styles::{self, StyleChoice};
 use faststyle::tiled::{self, Tiling};
 use faststyle::transformer::TransformerNet;
@@ -134,6 +134,29 @@ impl Stylizer {
             )
         })?;
         self.stylize_as(rgb, style)
+    }
+
+    /// Stylizes one picture in the selected style at `depth`: the network's output rounded
+    /// to 8 bits, or quantised to 16 (for 16-bit photos).
+    pub fn stylize_at(&self, rgb: &RgbImage, depth: Depth) -> Result<Colour> {
+        if depth == Depth::Eight {
+            return self.stylize(rgb).map(Colour::Eight);
+        }
+        let style = self.style.as_ref().ok_or_else(|| {
+            anyhow!(
+                "{}: no style chosen among its {} styles",
+                self.path.display(),
+                self.names.len()
+            )
+        })?;
+        let (w, h) = rgb.dimensions();
+        if let Some(tile) = self.tiling.tile_for(i64::from(w), i64::from(h)) {
+            return tiled::stylize_16(&self.net, style, rgb, tile, self.device, self.kind)
+                .map(Colour::Sixteen);
+        }
+        let x = imageio::to_device_tensor(rgb, self.device, self.kind);
+        let y = tch::no_grad(|| self.net.forward_style(&x, style));
+        imageio::from_tensor_16(&y).map(Colour::Sixteen)
     }
 
     /// Stylizes one picture in `style` (from [`Stylizer::resolve`]).

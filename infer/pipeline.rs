@@ -1,14 +1,13 @@
 //! Many images through one network: decoding runs in parallel ahead of the network, the
 //! network on this thread one image at a time, encoding and writing in parallel behind it.
 //! Both queues are bounded, so memory stays flat however many files there are.
-use crate::adjust;
+use crate::adjust::{self, Finish, Prepared};
 use crate::guard;
 use crate::model::Stylizer;
 use crate::plan::Job;
-use anyhow::Result;
+use anyhow::{anyhow, Result};
 use faststyle::fsutil;
-use faststyle::imageio::{self, Picture};
-use image::RgbImage;
+use faststyle::imageio::{self, Colour, OutputFormat};
 use rayon::prelude::*;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,12 +18,26 @@ use std::sync::{Condvar, Mutex};
 pub struct Options {
     /// Longer side limit applied before the network.
     pub max_size: Option<u32>,
+    /// Images with more pixels are refused from their header.
+    pub max_pixels: Option<u64>,
     /// Keep the original's chroma.
     pub preserve_color: bool,
     /// Blend weight of the stylized result, 0…1.
     pub strength: f32,
+    /// Leave EXIF and XMP out of the outputs.
+    pub strip_metadata: bool,
     /// Quality of JPEG outputs.
     pub jpeg_quality: u8,
+}
+
+impl Options {
+    fn finish(&self) -> Finish {
+        Finish {
+            preserve_color: self.preserve_color,
+            strength: self.strength,
+            strip_metadata: self.strip_metadata,
+        }
+    }
 }
 
 /// Stylizes every job, calling `report` on this thread once per job attempted with its
@@ -37,7 +50,7 @@ pub fn run(
     mut report: impl FnMut(&Path, Result<()>),
 ) {
     let width = rayon::current_num_threads().max(1);
-    let (decoded_tx, decoded_rx) = sync_channel::<(usize, Result<Picture>)>(width);
+    let (decoded_tx, decoded_rx) = sync_channel::<(usize, Result<Prepared>)>(width);
     let (done_tx, done_rx) = channel::<(usize, Result<()>)>();
     let encoding = Slots::new(2 * width);
     std::thread::scope(|threads| {
@@ -63,7 +76,8 @@ pub fn run(
             for (index, picture) in decoded_rx.iter() {
                 let job = &jobs[index];
                 let stylized = picture.and_then(|original| {
-                    let result = guard::catch(|| model.stylize(&original.rgb));
+                    let depth = adjust::network_depth(&original.photo, output_format(job)?);
+                    let result = guard::catch(|| model.stylize_at(original.network_input(), depth));
                     result.map(|stylized| (original, stylized))
                 });
                 match stylized {
@@ -95,19 +109,33 @@ pub fn run(
     }
 }
 
-/// Reads an input and scales it to the size limit.
-fn decode(job: &Job, options: &Options) -> Result<Picture> {
-    adjust::prepare(imageio::read(&job.input)?, options.max_size)
+/// Reads an input (refusing it from its header over the pixel limit) and scales it to the
+/// size limit.
+fn decode(job: &Job, options: &Options) -> Result<Prepared> {
+    let photo = imageio::read_photo(&job.input, options.max_pixels)?;
+    adjust::prepare(photo, options.max_size)
 }
 
-/// Applies the colour options to the network's result and writes it with the input's alpha.
-fn finish(job: &Job, original: Picture, stylized: RgbImage, options: &Options) -> Result<()> {
-    let picture = adjust::finish(original, stylized, options.preserve_color, options.strength)?;
+/// The format of a job's output file.
+fn output_format(job: &Job) -> Result<OutputFormat> {
+    OutputFormat::from_path(&job.output).ok_or_else(|| {
+        anyhow!(
+            "cannot write {} (known extensions: {})",
+            job.output.display(),
+            imageio::WRITABLE_EXTENSIONS
+        )
+    })
+}
+
+/// Applies the colour options to the network's result and writes it with the input's alpha,
+/// colour profile and metadata.
+fn finish(job: &Job, original: Prepared, stylized: Colour, options: &Options) -> Result<()> {
+    let photo = adjust::finish_photo(original, stylized, output_format(job)?, options.finish())?;
     if let Some(parent) = job.output.parent().filter(|p| !p.as_os_str().is_empty()) {
         fsutil::create_dir_all(parent)?;
     }
     // A failed write names the output and the reason ("no space left on device").
-    imageio::write(&job.output, &picture, options.jpeg_quality)
+    imageio::write_photo(&job.output, &photo, options.jpeg_quality)
         .map_err(|e| fsutil::naming(e, &job.output))
 }
 

@@ -96,7 +96,8 @@ fn names_folder(path: &Path) -> bool {
             .ends_with(std::path::MAIN_SEPARATOR)
 }
 
-/// `NAME-stylized.EXT` beside the input (EXT `png` when the input's format cannot be written).
+/// `NAME-stylized.EXT` beside the input (EXT `jpg` for HEIF and AVIF, `png` for other formats
+/// that cannot be written).
 fn default_output_file(input: &Path) -> PathBuf {
     let named = output_name(input);
     let mut name: OsString = named.file_stem().unwrap_or_default().to_owned();
@@ -263,6 +264,10 @@ mod tests {
         );
         assert_eq!(
             default_output_file(Path::new("a/photo.heic")),
+            Path::new("a/photo-stylized.jpg")
+        );
+        assert_eq!(
+            default_output_file(Path::new("a/photo.exr")),
             Path::new("a/photo-stylized.png")
         );
         assert_eq!(

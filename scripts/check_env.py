@@ -2,8 +2,10 @@
 import importlib
 import sys
 
-REQUIRED = ["numpy", "safetensors", "tensorboard", "PIL", "onnx", "onnxruntime", "imageio_ffmpeg", "cv2",
-            "matplotlib"]
+REQUIRED = [
+    "numpy", "safetensors", "tensorboard", "PIL", "onnx", "onnxruntime", "imageio_ffmpeg", "cv2",
+    "matplotlib", "pillow_heif",
+]
 
 import torch  # noqa: E402
 

@@ -50,6 +50,19 @@ if [ ! -x .venv/distro-ffmpeg/ffmpeg ]; then
     fi
 fi
 
+# libheif, which `infer` loads at run time for HEIC/HEIF and AVIF photos (without it such a
+# file is that file's error, saying this), and Debian's free ICC profiles, whose Adobe RGB
+# profile the photo tests use. Only as root, from the OS packages.
+if ! ldconfig -p 2>/dev/null | grep 'libheif\.so\.1' >/dev/null || [ ! -f /usr/share/color/icc/compatibleWithAdobeRGB1998.icc ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "setup: installing libheif1 and icc-profiles-free (Debian packages)"
+        apt-get update -q >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q libheif1 icc-profiles-free >/dev/null
+    else
+        echo "setup: libheif missing (as root: apt-get install libheif1); HEIC and AVIF photos will be refused and their test skipped"
+    fi
+fi
+
 bash scripts/fetch_vgg16.sh
 bash scripts/make_sample_dataset.sh
 echo "setup: done. Binaries: target/release/train, target/release/infer"

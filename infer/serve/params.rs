@@ -25,10 +25,13 @@ pub struct StyleParams {
     pub format: Option<OutputFormat>,
     /// JPEG quality.
     pub quality: u8,
+    /// Keep the upload's EXIF and XMP in the answer (by default they are stripped: a
+    /// client's camera and GPS position should not travel further unasked).
+    pub keep_metadata: bool,
 }
 
 /// Parameters that every stylizing route takes.
-const KNOWN: [&str; 7] = [
+const KNOWN: [&str; 8] = [
     "model",
     "style",
     "strength",
@@ -36,6 +39,7 @@ const KNOWN: [&str; 7] = [
     "max_size",
     "format",
     "quality",
+    "keep_metadata",
 ];
 
 /// Parses the query pairs; `extra` names further parameters that the route reads itself.
@@ -74,12 +78,8 @@ pub fn parse(
             _ => return Err(bad("strength", v, "a number from 0 to 1")),
         },
     };
-    let preserve_color = match get("preserve_color") {
-        None => false,
-        Some("true" | "1" | "yes" | "on") => true,
-        Some("false" | "0" | "no" | "off") => false,
-        Some(v) => return Err(bad("preserve_color", v, "true or false")),
-    };
+    let preserve_color = flag(get("preserve_color"), "preserve_color")?;
+    let keep_metadata = flag(get("keep_metadata"), "keep_metadata")?;
     let max_size = match get("max_size") {
         None => None,
         Some(v) => match v.parse::<u32>() {
@@ -113,7 +113,18 @@ pub fn parse(
         max_size,
         format,
         quality,
+        keep_metadata,
     })
+}
+
+/// A true/false parameter, false when absent.
+fn flag(value: Option<&str>, key: &str) -> Result<bool, ApiError> {
+    match value {
+        None => Ok(false),
+        Some("true" | "1" | "yes" | "on") => Ok(true),
+        Some("false" | "0" | "no" | "off") => Ok(false),
+        Some(v) => Err(bad(key, v, "true or false")),
+    }
 }
 
 fn bad(key: &str, value: &str, expected: &str) -> ApiError {

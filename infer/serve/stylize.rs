@@ -5,10 +5,8 @@ use super::models::Catalog;
 use super::params::StyleParams;
 use super::worker::{Job, Refused};
 use super::AppState;
-use crate::adjust;
-use faststyle::imageio::{self, OutputFormat, Picture};
-use image::{ImageFormat, ImageReader};
-use std::io::Cursor;
+use crate::adjust::{self, Finish, Prepared};
+use faststyle::imageio::{self, Colour, OutputFormat, TooLarge};
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
 /// With `max_size`, inputs up to this many times `--max-pixels` are decoded and scaled down.
@@ -25,9 +23,10 @@ pub struct Limits {
 
 /// A decoded input, ready for the network.
 pub struct Decoded {
-    /// The upright picture, scaled to `max_size`.
-    pub picture: Picture,
-    /// The input's format, when it can be written.
+    /// The upright photo, scaled to `max_size`, with its sRGB copy for the network.
+    pub picture: Prepared,
+    /// The format its answer has by default: the input's, when it can be written (JPEG for
+    /// HEIF and AVIF).
     pub format: Option<OutputFormat>,
 }
 
@@ -46,14 +45,12 @@ pub fn admit(state: &AppState) -> Result<OwnedSemaphorePermit, ApiError> {
 /// Decodes a body, refusing pictures over the pixel limit before their pixels are decoded
 /// (the header gives the size). Blocking: run it off the async threads.
 pub fn decode(bytes: &[u8], max_size: Option<u32>, limits: Limits) -> Result<Decoded, ApiError> {
-    let reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format();
-    let format = reader.as_ref().ok().and_then(|r| r.format());
-    if let Some((w, h)) = reader.ok().and_then(|r| r.into_dimensions().ok()) {
+    let allowed = match max_size {
+        None => limits.max_pixels,
+        Some(_) => limits.max_pixels.saturating_mul(SHRINK_FACTOR),
+    };
+    if let Ok((w, h)) = imageio::dimensions(bytes, None) {
         let pixels = u64::from(w) * u64::from(h);
-        let allowed = match max_size {
-            None => limits.max_pixels,
-            Some(_) => limits.max_pixels.saturating_mul(SHRINK_FACTOR),
-        };
         if pixels > allowed {
             let hint = if max_size.is_none() {
                 "; add max_size=N to have it scaled down"
@@ -66,11 +63,17 @@ pub fn decode(bytes: &[u8], max_size: Option<u32>, limits: Limits) -> Result<Dec
         }
     }
     // A decoder that panics on a crafted file is that file's error, like any other.
-    let picture = crate::guard::catch(|| imageio::decode(bytes, None))
-        .map_err(|e| ApiError::bad_request(format!("cannot decode the image: {e:#}")))?;
-    let picture = adjust::prepare(picture, max_size)
+    let photo =
+        crate::guard::catch(|| imageio::decode_photo(bytes, None, Some(allowed))).map_err(|e| {
+            match e.downcast_ref::<TooLarge>() {
+                Some(too_large) => ApiError::too_large(too_large.to_string()),
+                None => ApiError::bad_request(format!("cannot decode the image: {e:#}")),
+            }
+        })?;
+    let format = photo.default_format;
+    let picture = adjust::prepare(photo, max_size)
         .map_err(|e| ApiError::bad_request(format!("cannot scale the image: {e:#}")))?;
-    let (w, h) = picture.dimensions();
+    let (w, h) = picture.photo.dimensions();
     let pixels = u64::from(w) * u64::from(h);
     if pixels > limits.max_pixels {
         return Err(ApiError::too_large(format!(
@@ -78,18 +81,7 @@ pub fn decode(bytes: &[u8], max_size: Option<u32>, limits: Limits) -> Result<Dec
             limits.max_pixels
         )));
     }
-    Ok(Decoded {
-        picture,
-        format: format.and_then(writable),
-    })
-}
-
-/// The output format of a decoded input format, if it can be written.
-fn writable(format: ImageFormat) -> Option<OutputFormat> {
-    format
-        .extensions_str()
-        .first()
-        .and_then(|ext| OutputFormat::from_extension(ext))
+    Ok(Decoded { picture, format })
 }
 
 /// Runs the picture through the worker and waits for the network's result (`params` were
@@ -98,14 +90,14 @@ pub async fn network(
     state: &AppState,
     catalog: &Catalog,
     params: &StyleParams,
-    picture: &Picture,
+    picture: &Prepared,
 ) -> Result<image::RgbImage, ApiError> {
     let (reply, result) = oneshot::channel();
     let job = Job {
         network: catalog.network(params.model),
         style: params.style.clone(),
         choice: params.choice.clone(),
-        rgb: picture.rgb.clone(),
+        rgb: picture.network_input().clone(),
         reply,
     };
     match state.queue.push(job) {
@@ -126,16 +118,23 @@ pub async fn network(
     }
 }
 
-/// Applies the colour options and encodes, as `infer` writes a file. Blocking.
+/// Applies the colour options and encodes, as `infer` writes a file (the network's result at
+/// 8 bits, widened for 16-bit answers), with the metadata stripped unless `keep_metadata`.
+/// Blocking.
 pub fn encode(
-    original: Picture,
+    original: Prepared,
     stylized: image::RgbImage,
     params: &StyleParams,
     format: OutputFormat,
 ) -> Result<Vec<u8>, ApiError> {
-    let picture = adjust::finish(original, stylized, params.preserve_color, params.strength)
+    let finish = Finish {
+        preserve_color: params.preserve_color,
+        strength: params.strength,
+        strip_metadata: !params.keep_metadata,
+    };
+    let photo = adjust::finish_photo(original, Colour::Eight(stylized), format, finish)
         .map_err(|e| ApiError::internal(format!("{e:#}")))?;
-    imageio::encode(&picture, format, params.quality)
+    imageio::encode_photo(&photo, format, params.quality)
         .map_err(|e| ApiError::internal(format!("cannot encode the result: {e:#}")))
 }
 

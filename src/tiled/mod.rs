@@ -9,11 +9,17 @@
 //! in half precision, in two maps: the encoder's three norms are passes over the photo, each
 //! residual convolution one pass over the trunk, and the decoder's two norms passes from the
 //! trunk to the output, which is written straight into the picture. Peak memory is the two
-//! maps (16 bytes per photo pixel) plus one tile's layers, whatever the photo's size.
+//! maps (16 bytes per photo pixel each) plus one tile's layers, whatever the photo's size.
+//!
+//! Above [`KEEP_INTERMEDIATE_MAX_PIXELS`] the second map (a residual block's intermediate) is
+//! not kept: each block recomputes its first convolution where the second needs it (three
+//! passes over the trunk instead of two, five convolutions instead of two), so that the peak
+//! is one map. That is how 50-megapixel photos stay within 2 GB.
 mod store;
 mod tile;
 
 use crate::conditional::StyleMix;
+use crate::imageio::Rgb16Image;
 use crate::transformer::{pad_for, TransformerNet};
 use anyhow::{bail, Result};
 use image::RgbImage;
@@ -27,6 +33,10 @@ pub const DEFAULT_TILE: i64 = 512;
 /// Photos above this many pixels are tiled under `--tile auto`; below it the untiled pass
 /// stays within the same memory.
 pub const AUTO_ABOVE_PIXELS: i64 = 3_000_000;
+
+/// Photos up to this many pixels keep each residual block's intermediate map (16 bytes per
+/// photo pixel, fastest); larger ones recompute it, for half the peak memory.
+pub const KEEP_INTERMEDIATE_MAX_PIXELS: i64 = 24_000_000;
 
 /// Photo pixels of halo around an encoder tile: enough for conv1 (4), conv2 and conv3.
 const ENCODER_HALO: i64 = 8;
@@ -81,6 +91,68 @@ pub fn stylize(
     device: Device,
     kind: Kind,
 ) -> Result<RgbImage> {
+    let mut out = RgbImage::new(image.width(), image.height());
+    run(
+        net,
+        style,
+        image,
+        tile,
+        (device, kind),
+        auto(image),
+        &mut out,
+    )?;
+    Ok(out)
+}
+
+/// As [`stylize`], with the network's output quantised to 16 bits (as
+/// `imageio::from_tensor_16` does) rather than rounded to 8.
+pub fn stylize_16(
+    net: &TransformerNet,
+    style: &StyleMix,
+    image: &RgbImage,
+    tile: i64,
+    device: Device,
+    kind: Kind,
+) -> Result<Rgb16Image> {
+    let mut out = Rgb16Image::new(image.width(), image.height());
+    run(
+        net,
+        style,
+        image,
+        tile,
+        (device, kind),
+        auto(image),
+        &mut out,
+    )?;
+    Ok(out)
+}
+
+/// What the residual blocks do with their intermediate map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Intermediate {
+    /// Kept in a second map.
+    Keep,
+    /// Recomputed where needed.
+    Recompute,
+}
+
+fn auto(image: &RgbImage) -> Intermediate {
+    if i64::from(image.width()) * i64::from(image.height()) > KEEP_INTERMEDIATE_MAX_PIXELS {
+        Intermediate::Recompute
+    } else {
+        Intermediate::Keep
+    }
+}
+
+fn run<C: Canvas>(
+    net: &TransformerNet,
+    style: &StyleMix,
+    image: &RgbImage,
+    tile: i64,
+    (device, kind): (Device, Kind),
+    intermediate: Intermediate,
+    out: &mut C,
+) -> Result<()> {
     if tile < 64 || tile % 4 != 0 {
         bail!("tile side {tile} is not a multiple of 4 of at least 64");
     }
@@ -97,14 +169,67 @@ pub fn stylize(
     tch::no_grad(|| {
         let mut trunk = Map::new(128, hp / 4, wp / 4, tile / 4);
         run.encoder(&mut trunk);
-        {
-            let mut scratch = Map::new(128, hp / 4, wp / 4, tile / 4);
-            for block in net.residuals() {
-                run.residual(block, &mut trunk, &mut scratch);
+        match intermediate {
+            Intermediate::Keep => {
+                let mut scratch = Map::new(128, hp / 4, wp / 4, tile / 4);
+                for block in net.residuals() {
+                    run.residual(block, &mut trunk, &mut scratch);
+                }
+            }
+            Intermediate::Recompute => {
+                for block in net.residuals() {
+                    run.residual_recomputed(block, &mut trunk);
+                }
             }
         }
-        run.decoder(&trunk)
+        run.decoder(&trunk, out)
     })
+}
+
+/// A picture that the decoder writes tiles of network output into.
+trait Canvas {
+    /// Writes a 1×3×h×w tile of pixel values (clamped, quantised) at (row, col).
+    fn paste(&mut self, t: &Tensor, row: i64, col: i64) -> Result<()>;
+}
+
+impl Canvas for RgbImage {
+    fn paste(&mut self, t: &Tensor, row: i64, col: i64) -> Result<()> {
+        let data = Vec::<u8>::try_from(quantised(t, 1.0, Kind::Uint8).view([-1]))?;
+        copy_rows(self.width() as usize, self, &data, t, row, col);
+        Ok(())
+    }
+}
+
+impl Canvas for Rgb16Image {
+    fn paste(&mut self, t: &Tensor, row: i64, col: i64) -> Result<()> {
+        let data = Vec::<i32>::try_from(quantised(t, 257.0, Kind::Int).view([-1]))?;
+        let data: Vec<u16> = data.into_iter().map(|v| v as u16).collect();
+        copy_rows(self.width() as usize, self, &data, t, row, col);
+        Ok(())
+    }
+}
+
+/// A tile's values clamped to 0…255, scaled (1 for 8 bits, 257 for 16), rounded, in `kind`,
+/// as H×W×3 on the CPU.
+fn quantised(t: &Tensor, scale: f64, kind: Kind) -> Tensor {
+    (t.to_kind(Kind::Float).clamp(0.0, 255.0) * scale)
+        .round()
+        .to_kind(kind)
+        .squeeze_dim(0)
+        .permute([1, 2, 0])
+        .contiguous()
+        .to_device(Device::Cpu)
+}
+
+/// Copies a tile's H×W×3 values into a picture of `width` at (row, col).
+fn copy_rows<T: Copy>(width: usize, raw: &mut [T], data: &[T], t: &Tensor, row: i64, col: i64) {
+    let size = t.size();
+    let (h, w) = (size[2] as usize, size[3] as usize);
+    let stride = width * 3;
+    for r in 0..h {
+        let at = (row as usize + r) * stride + col as usize * 3;
+        raw[at..at + w * 3].copy_from_slice(&data[r * w * 3..(r + 1) * w * 3]);
+    }
 }
 
 /// One photo's passes.
@@ -248,17 +373,64 @@ impl Run<'_> {
         let (scale, shift) = stats2.affine(in2, self.style, Kind::Float, Device::Cpu);
         for cell in cells(trunk) {
             let own = trunk.cell(cell);
-            let sum = trunk.fetch(own.0, own.1) + scratch.fetch(own.0, own.1) * &scale + &shift;
+            let mut sum = trunk.fetch(own.0, own.1);
+            let _ = sum.addcmul_(&scratch.fetch(own.0, own.1), &scale);
+            sum += &shift;
             trunk.store(cell, &sum);
+        }
+    }
+
+    /// The same block without `scratch`: a pass for conv1's statistics, a pass recomputing
+    /// conv1 for conv2's, and one recomputing both for the sum, each row of cells committed
+    /// once the next row (which reads it as halo) is done.
+    fn residual_recomputed(&self, block: &crate::transformer::ResidualBlock, trunk: &mut Map) {
+        let [(conv1, in1), (conv2, in2)] = block.layers();
+        let mut stats1 = Stats::new();
+        for cell in cells(trunk) {
+            let a = self.trunk(trunk, cell, 1).conv(conv1);
+            let own = trunk.cell(cell);
+            stats1.add(&a.part(own.0, own.1));
+        }
+        // conv2 of relu(in1(conv1(x))) on a cell: conv1 on two pixels of halo, then conv2.
+        let branch = |trunk: &Map, cell: (i64, i64)| -> Tensor {
+            let mut a = self.trunk(trunk, cell, 2).conv(conv1);
+            a.norm_relu(&stats1, in1, self.style);
+            let own = trunk.cell(cell);
+            a.conv(conv2).part(own.0, own.1)
+        };
+        let mut stats2 = Stats::new();
+        for cell in cells(trunk) {
+            stats2.add(&branch(trunk, cell));
+        }
+        let (scale, shift) = stats2.affine(in2, self.style, Kind::Float, Device::Cpu);
+        let mut pending = Vec::new();
+        let (rows, cols) = trunk.grid();
+        for i in 0..rows {
+            let mut done = Vec::with_capacity(cols as usize);
+            for j in 0..cols {
+                let b = branch(trunk, (i, j))
+                    .to_device(Device::Cpu)
+                    .to_kind(Kind::Float);
+                let own = trunk.cell((i, j));
+                let mut sum = trunk.fetch(own.0, own.1);
+                let _ = sum.addcmul_(&b, &scale);
+                sum += &shift;
+                done.push(trunk.encode((i, j), &sum));
+            }
+            for e in std::mem::replace(&mut pending, done) {
+                trunk.commit(e);
+            }
+        }
+        for e in pending {
+            trunk.commit(e);
         }
     }
 
     /// deconv1 … deconv3: two passes gathering in4's and in5's statistics, and the last one
     /// writing the picture.
-    fn decoder(&self, trunk: &Map) -> Result<RgbImage> {
+    fn decoder<C: Canvas>(&self, trunk: &Map, out: &mut C) -> Result<()> {
         let ([(up1, in4), (up2, in5)], last) = self.net.decoder();
         let (w, h) = self.image.dimensions();
-        let mut out = RgbImage::new(w, h);
         let mut stats4 = Stats::new();
         let mut stats5 = Stats::new();
         for depth in 0..3 {
@@ -282,11 +454,11 @@ impl Run<'_> {
                 let (r1, c1) = (own.0 .1.min(i64::from(h)), own.1 .1.min(i64::from(w)));
                 if own.0 .0 < r1 && own.1 .0 < c1 {
                     let part = y.part((own.0 .0, r1), (own.1 .0, c1));
-                    paste(&mut out, &part, own.0 .0, own.1 .0)?;
+                    out.paste(&part, own.0 .0, own.1 .0)?;
                 }
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Replaces every cell of `map` by `f` of it.
@@ -299,25 +471,89 @@ impl Run<'_> {
     }
 }
 
-/// Writes a 1×3×h×w tile of pixel values (clamped, rounded) into `out` at (row, col).
-fn paste(out: &mut RgbImage, t: &Tensor, row: i64, col: i64) -> Result<()> {
-    let size = t.size();
-    let (h, w) = (size[2] as usize, size[3] as usize);
-    let bytes = t
-        .to_kind(Kind::Float)
-        .clamp(0.0, 255.0)
-        .round()
-        .to_kind(Kind::Uint8)
-        .squeeze_dim(0)
-        .permute([1, 2, 0])
-        .contiguous()
-        .to_device(Device::Cpu);
-    let data = Vec::<u8>::try_from(bytes.view([-1]))?;
-    let stride = out.width() as usize * 3;
-    let raw: &mut [u8] = &mut *out;
-    for r in 0..h {
-        let at = (row as usize + r) * stride + col as usize * 3;
-        raw[at..at + w * 3].copy_from_slice(&data[r * w * 3..(r + 1) * w * 3]);
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::nn::VarStore;
+
+    fn differences(a: &RgbImage, b: &RgbImage) -> (u8, f64) {
+        let d: Vec<u8> = a
+            .as_raw()
+            .iter()
+            .zip(b.as_raw())
+            .map(|(x, y)| x.abs_diff(*y))
+            .collect();
+        let share = d.iter().filter(|&&v| v > 0).count() as f64 / d.len() as f64;
+        (d.iter().copied().max().unwrap_or(0), share)
     }
-    Ok(())
+
+    #[test]
+    fn recomputing_the_intermediate_gives_the_kept_and_the_untiled_picture() {
+        tch::manual_seed(3);
+        let vs = VarStore::new(Device::Cpu);
+        let net = TransformerNet::new(&vs.root());
+        let style = StyleMix::One(0);
+        let image = RgbImage::from_fn(150, 117, |x, y| {
+            image::Rgb([
+                (x * 3 % 256) as u8,
+                (y * 5 % 256) as u8,
+                ((x * y) % 251) as u8,
+            ])
+        });
+        let whole = {
+            let x = crate::imageio::to_tensor(&image);
+            crate::imageio::from_tensor(&tch::no_grad(|| net.forward_style(&x, &style))).unwrap()
+        };
+        let device = (Device::Cpu, Kind::Float);
+        let mut kept = RgbImage::new(150, 117);
+        run(
+            &net,
+            &style,
+            &image,
+            64,
+            device,
+            Intermediate::Keep,
+            &mut kept,
+        )
+        .unwrap();
+        let mut recomputed = RgbImage::new(150, 117);
+        run(
+            &net,
+            &style,
+            &image,
+            64,
+            device,
+            Intermediate::Recompute,
+            &mut recomputed,
+        )
+        .unwrap();
+        for (name, tiled) in [("kept", &kept), ("recomputed", &recomputed)] {
+            let (worst, share) = differences(&whole, tiled);
+            assert!(worst <= 2, "{name}: {worst}/255 from the untiled picture");
+            assert!(
+                share < 0.05,
+                "{name}: {:.1}% of values differ",
+                share * 100.0
+            );
+        }
+        // The 16-bit canvas holds the same picture, finer.
+        let mut deep = Rgb16Image::new(150, 117);
+        run(
+            &net,
+            &style,
+            &image,
+            64,
+            device,
+            Intermediate::Recompute,
+            &mut deep,
+        )
+        .unwrap();
+        let (worst, _) = differences(
+            &recomputed,
+            &RgbImage::from_fn(150, 117, |x, y| {
+                image::Rgb(deep.get_pixel(x, y).0.map(crate::imageio::narrow))
+            }),
+        );
+        assert!(worst <= 1, "16-bit canvas differs by {worst}/255");
+    }
 }

@@ -71,13 +71,12 @@ impl Map {
     /// Encodes cell (i, j)'s new values `t` (1×C×h×w, any device and kind).
     pub fn encode(&self, index: (i64, i64), t: &Tensor) -> Encoded {
         let t = t.to_device(Device::Cpu).to_kind(Kind::Float);
-        let centre = t.mean_dim([2, 3].as_slice(), true, Kind::Float);
-        let spread = (&t - &centre)
-            .square()
-            .mean_dim([2, 3].as_slice(), true, Kind::Float);
+        let (spread, centre) = t.var_mean_correction([2, 3].as_slice(), 0, true);
         // A flat channel keeps scale 1: dividing by ~0 would amplify rounding.
         let scale = spread.sqrt().clamp_min(1e-3);
-        let data = ((&t - &centre) / &scale).to_kind(Kind::Half);
+        let mut centred = &t - &centre;
+        centred /= &scale;
+        let data = centred.to_kind(Kind::Half);
         Encoded {
             index,
             data,
@@ -127,11 +126,22 @@ impl Map {
                 let scale = self.scales.get(k).view([1, channels, 1, 1]);
                 let centre = self.centres.get(k).view([1, channels, 1, 1]);
                 let piece = self.data.narrow(2, a0, a1 - a0).narrow(3, b0, b1 - b0);
-                pieces.push(piece.to_kind(Kind::Float) * scale + centre);
+                let mut piece = piece.to_kind(Kind::Float);
+                piece *= scale;
+                piece += centre;
+                pieces.push(piece);
             }
-            strips.push(Tensor::cat(&pieces, 3));
+            strips.push(if pieces.len() == 1 {
+                pieces.pop().expect("one piece")
+            } else {
+                Tensor::cat(&pieces, 3)
+            });
         }
-        Tensor::cat(&strips, 2)
+        if strips.len() == 1 {
+            strips.pop().expect("one strip")
+        } else {
+            Tensor::cat(&strips, 2)
+        }
     }
 }
 

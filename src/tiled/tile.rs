@@ -128,10 +128,12 @@ impl Tile {
     }
 }
 
-/// Per-channel sums over a whole map, gathered tile by tile (each position once).
+/// Per-channel mean and variance over a whole map, gathered tile by tile (each position
+/// once): each tile's own mean and variance in one pass (no copies of the tile), merged in
+/// float64 (Chan et al.'s pairwise update).
 pub struct Stats {
-    sum: Option<Tensor>,
-    squares: Option<Tensor>,
+    /// Mean and sum of squared deviations so far (C, float64), updated in place.
+    moments: Option<(Tensor, Tensor)>,
     count: i64,
 }
 
@@ -145,32 +147,38 @@ impl Stats {
     /// No positions yet.
     pub fn new() -> Self {
         Self {
-            sum: None,
-            squares: None,
+            moments: None,
             count: 0,
         }
     }
 
-    /// Adds the positions of `t` (N=1×C×H×W), accumulated in float64.
+    /// Adds the positions of `t` (N=1×C×H×W).
     pub fn add(&mut self, t: &Tensor) {
         let size = t.size();
-        let sum = t.sum_dim_intlist([0, 2, 3].as_slice(), false, Kind::Double);
-        let squares = t
-            .square()
-            .sum_dim_intlist([0, 2, 3].as_slice(), false, Kind::Double);
-        // Accumulated in place: a fresh sum per tile would leave small long-lived blocks
-        // scattered among the tiles' large ones, and the heap would grow with the photo.
-        match (&mut self.sum, &mut self.squares) {
-            (Some(s), Some(q)) => {
-                *s += sum;
-                *q += squares;
-            }
-            _ => {
-                self.sum = Some(sum);
-                self.squares = Some(squares);
-            }
+        let n = size[0] * size[2] * size[3];
+        if n == 0 {
+            return;
         }
-        self.count += size[0] * size[2] * size[3];
+        let t = if t.kind() == Kind::Float || t.kind() == Kind::Double {
+            t.shallow_clone()
+        } else {
+            t.to_kind(Kind::Float)
+        };
+        let (var, mean) = t.var_mean_correction([0, 2, 3].as_slice(), 0, false);
+        let (var, mean) = (var.to_kind(Kind::Double), mean.to_kind(Kind::Double));
+        let before = self.count as f64;
+        self.count += n;
+        let (n, total) = (n as f64, self.count as f64);
+        // Updated in place: fresh totals per tile would leave small long-lived blocks
+        // scattered among the tiles' large ones, and the heap would grow with the photo.
+        match &mut self.moments {
+            Some((m, m2)) => {
+                let delta = &mean - &*m;
+                *m2 += var * n + delta.square() * (before * n / total);
+                *m += delta * (n / total);
+            }
+            None => self.moments = Some((mean, var * n)),
+        }
     }
 
     /// The norm as a per-channel scale and shift (1×C×1×1): γ / √(var + ε) and β − mean·scale.
@@ -181,18 +189,18 @@ impl Stats {
         kind: Kind,
         device: tch::Device,
     ) -> (Tensor, Tensor) {
-        let (sum, squares) = match (&self.sum, &self.squares) {
-            (Some(s), Some(q)) => (s, q),
-            _ => panic!("statistics used before any tile was added"),
+        let Some((mean, m2)) = &self.moments else {
+            panic!("statistics used before any tile was added")
         };
-        let n = self.count as f64;
-        let mean = sum / n;
-        let var = (squares / n - mean.square()).clamp_min(0.0);
+        let var = m2 / self.count as f64;
         let (gamma, beta) = norm.affine(style);
         let (gamma, beta) = (gamma.to_kind(Kind::Double), beta.to_kind(Kind::Double));
-        let (gamma, beta) = (gamma.to_device(sum.device()), beta.to_device(sum.device()));
+        let (gamma, beta) = (
+            gamma.to_device(mean.device()),
+            beta.to_device(mean.device()),
+        );
         let scale = gamma * (var + InstanceNorm::EPS).rsqrt();
-        let shift = beta - &mean * &scale;
+        let shift = beta - mean * &scale;
         let shape = [1, -1, 1, 1];
         (
             scale.view(shape).to_device(device).to_kind(kind),
