@@ -220,6 +220,7 @@ fn step_time(a: &StepTimeArgs) -> Result<()> {
                 precision: Precision::Fp32,
                 device,
                 pinned_copies: false,
+                shard: None,
             };
             let t0 = Instant::now();
             let losses = step.run(&batch, adam, &mut scaler)?;

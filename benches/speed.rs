@@ -429,6 +429,7 @@ fn train_step(a: &TrainStepArgs) -> Result<()> {
         precision,
         device,
         pinned_copies: !a.no_pin,
+        shard: None,
     };
     // Losses stay on the device: no host synchronisation inside the timed steps.
     let mut sums = Tensor::zeros([4], (Kind::Float, device));

@@ -112,6 +112,19 @@ pub struct Batch {
     pub next: Position,
     /// Photos that failed to load while this batch was assembled, with the reason.
     pub skipped: Vec<(PathBuf, String)>,
+    /// Where these photos start in the global batch they belong to (0 unless sliced).
+    pub offset: usize,
+    /// Photos of that global batch's stretch of the order (N, unless sliced).
+    pub global: usize,
+}
+
+/// The part of every global batch that one of `world` data-parallel processes trains on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slice {
+    /// This process's rank, from 0.
+    pub rank: usize,
+    /// Processes in all; the batch size divides by it.
+    pub world: usize,
 }
 
 /// Settings of the loader.
@@ -192,6 +205,8 @@ impl Loader {
                                 images: to_batch(&pending, config.image_size),
                                 next,
                                 skipped: std::mem::take(&mut skipped),
+                                offset: 0,
+                                global: pending.len(),
                             };
                             pending.clear();
                             if tx.send(batch).is_err() {
@@ -215,6 +230,102 @@ impl Loader {
                     }
                     return;
                 }
+            }
+        });
+        Self {
+            rx: Some(rx),
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Like [`Loader::start`], but yielding only `slice`'s part of each global batch (its
+    /// photos `rank·B/world .. (rank+1)·B/world` of the batch's stretch of the order), and
+    /// decoding only those. Every global batch is the next `batch_size` photos of the order
+    /// (fewer at the end of an epoch); an unreadable photo leaves a gap rather than pulling the
+    /// next photo in, since no process knows what the others could read.
+    pub fn start_slice(
+        dataset: Arc<Dataset>,
+        config: LoaderConfig,
+        start: Position,
+        slice: Slice,
+    ) -> Self {
+        if slice.world <= 1 {
+            return Self::start(dataset, config, start);
+        }
+        let (tx, rx) = sync_channel(config.prefetch.max(1));
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop_flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let share = (config.batch_size / slice.world).max(1);
+            // Enough global batches at once to keep every core busy.
+            let at_once = rayon::current_num_threads().div_ceil(share).max(2);
+            let mut pos = start;
+            loop {
+                let order = dataset.epoch_order(config.seed, pos.epoch);
+                while pos.index < order.len() {
+                    if stop_flag.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let mut stretches = Vec::new();
+                    let mut at = pos.index;
+                    while stretches.len() < at_once && at < order.len() {
+                        let end = (at + config.batch_size).min(order.len());
+                        let first = (at + slice.rank * share).min(end);
+                        stretches.push((at, end, first..(first + share).min(end)));
+                        at = end;
+                    }
+                    let wanted: Vec<usize> = stretches
+                        .iter()
+                        .flat_map(|(_, _, part)| part.clone())
+                        .collect();
+                    let mut decoded = wanted
+                        .par_iter()
+                        .map_init(Resizer::new, |resizer, &k| {
+                            decode_rgb(&dataset.files[order[k]])
+                                .and_then(|img| square_crop(&img, config.image_size, resizer))
+                        })
+                        .collect::<Vec<_>>()
+                        .into_iter();
+                    for (start, end, part) in stretches {
+                        let mut pixels = Vec::new();
+                        let mut skipped = Vec::new();
+                        for k in part.clone() {
+                            match decoded.next() {
+                                Some(Ok(p)) => pixels.push(p),
+                                Some(Err(e)) => skipped
+                                    .push((dataset.files[order[k]].clone(), format!("{e:#}"))),
+                                None => return,
+                            }
+                        }
+                        let next = if end == order.len() {
+                            Position {
+                                epoch: pos.epoch + 1,
+                                index: 0,
+                            }
+                        } else {
+                            Position {
+                                epoch: pos.epoch,
+                                index: end,
+                            }
+                        };
+                        let batch = Batch {
+                            images: to_batch(&pixels, config.image_size),
+                            next,
+                            skipped,
+                            offset: part.start - start,
+                            global: end - start,
+                        };
+                        if tx.send(batch).is_err() {
+                            return;
+                        }
+                    }
+                    pos.index = at;
+                }
+                pos = Position {
+                    epoch: pos.epoch + 1,
+                    index: 0,
+                };
             }
         });
         Self {

@@ -6,7 +6,7 @@ use crate::loss::{self, LossWeights, Losses};
 use crate::optim::Adam;
 use crate::transformer::TransformerNet;
 use crate::vgg::Vgg16;
-use anyhow::Result;
+use anyhow::{anyhow, Result};
 use tch::{Device, Kind, Tensor};
 
 /// What every step uses besides the batch and the optimizer.
@@ -28,6 +28,31 @@ pub struct Step<'a> {
     /// Whether a batch crosses to a CUDA device from pinned memory without waiting (else the
     /// copy waits for the device's queued work, which stalls the step's launches).
     pub pinned_copies: bool,
+    /// This process's part of a data-parallel step; `None` for one process.
+    pub shard: Option<Shard<'a>>,
+}
+
+/// How a data-parallel step meets the other processes (see `train`'s ranks).
+pub trait GradSync {
+    /// Arms the averaging of the gradients that the next backward pass makes.
+    fn before_backward(&self) -> Result<()>;
+    /// Whether the gradients were finite on every process, so that fp16 retries agree.
+    fn all_finite(&self, finite: bool) -> Result<bool>;
+}
+
+/// One process's part of a data-parallel step: its batch is photos `offset..offset + n` of a
+/// global batch of `global` photos.
+pub struct Shard<'a> {
+    /// Averages the gradients over the processes.
+    pub sync: &'a dyn GradSync,
+    /// Where this batch starts in the global batch.
+    pub offset: i64,
+    /// Photos in the global batch.
+    pub global: i64,
+    /// Factor of this batch's losses: its photos × processes ÷ global photos (1 for equal
+    /// shares), so that the processes' mean loss, and their averaged gradients, are the
+    /// global batch's.
+    pub weight: f64,
 }
 
 impl Step<'_> {
@@ -59,22 +84,48 @@ impl Step<'_> {
             if self.weights.stability > 0.0 {
                 // The same photos with small noise must give the same output: a second forward
                 // pass of the transformer (not of VGG), both branches trained.
-                let noise = x.randn_like() * loss::STABILITY_NOISE_STD;
+                let noise = self.noise_like(&x) * loss::STABILITY_NOISE_STD;
                 let noisy = (&x + noise).to_kind(input.kind());
                 let y_noisy = self.net.forward_style(&noisy, &style);
                 losses.stability = loss::stability_loss(&y, &y_noisy, self.weights.stability);
                 losses.total = &losses.total + &losses.stability;
             }
+            if let Some(shard) = self.shard.as_ref().filter(|s| s.weight != 1.0) {
+                losses.scale(shard.weight);
+            }
             adam.zero_grad()?;
-            scaler.backward(&losses.total);
+            let sync = self.shard.as_ref().map(|s| s.sync);
+            if let Some(sync) = sync {
+                sync.before_backward()?;
+            }
+            scaler.backward(&losses.total)?;
             tries += 1;
-            if scaler.unscale_and_check(adam)? {
+            if scaler.unscale_and_check(adam, sync)? {
                 adam.step()?;
                 return Ok(losses);
             }
             if tries == LossScaler::MAX_TRIES {
                 scaler.skipped += 1;
                 return Ok(losses);
+            }
+        }
+    }
+}
+
+impl Step<'_> {
+    /// Standard normal noise shaped and laid out as `x`. A shard draws the whole global
+    /// batch's and keeps its rows, so that its photos get what one process would give them and
+    /// every process's random generator stays in step.
+    fn noise_like(&self, x: &Tensor) -> Tensor {
+        match &self.shard {
+            None => x.randn_like(),
+            Some(shard) => {
+                let s = x.size();
+                let global =
+                    Tensor::empty([shard.global, s[2], s[3], s[1]], (x.kind(), x.device()))
+                        .permute([0, 3, 1, 2])
+                        .randn_like();
+                global.narrow(0, shard.offset, s[0])
             }
         }
     }
@@ -107,20 +158,33 @@ impl LossScaler {
         }
     }
 
-    fn backward(&self, loss: &Tensor) {
-        if self.enabled {
-            (loss * self.scale).backward();
+    fn backward(&self, loss: &Tensor) -> Result<()> {
+        // An error here is a collective's (a data-parallel peer is gone): report, not panic.
+        let result = if self.enabled {
+            (loss * self.scale).f_backward()
         } else {
-            loss.backward();
-        }
+            loss.f_backward()
+        };
+        result.map_err(|e| {
+            let text = e.to_string();
+            anyhow!(
+                "backward pass: {}",
+                text.lines().next().unwrap_or("libtorch error")
+            )
+        })
     }
 
-    /// Unscales the gradients; false when they overflowed (the scale is then halved).
-    fn unscale_and_check(&mut self, adam: &mut Adam) -> Result<bool> {
+    /// Unscales the gradients; false when they overflowed on any process (the scale is then
+    /// halved everywhere alike).
+    fn unscale_and_check(&mut self, adam: &mut Adam, sync: Option<&dyn GradSync>) -> Result<bool> {
         if !self.enabled {
             return Ok(true);
         }
-        if adam.unscale_grads(1.0 / self.scale)? {
+        let mut finite = adam.unscale_grads(1.0 / self.scale)?;
+        if let Some(sync) = sync {
+            finite = sync.all_finite(finite)?;
+        }
+        if finite {
             self.good_steps += 1;
             if self.good_steps == 2000 {
                 self.scale *= 2.0;

@@ -7,9 +7,12 @@ use tensorboard_rs::summary_writer::SummaryWriter;
 
 /// The run's TensorBoard writer and terminal output.
 pub struct Logger {
-    writer: SummaryWriter,
+    /// None on the quiet ranks of a data-parallel run.
+    writer: Option<SummaryWriter>,
     pub bar: ProgressBar,
     interactive: bool,
+    /// `rank N: ` before a quiet rank's warnings.
+    prefix: String,
 }
 
 impl Logger {
@@ -21,14 +24,34 @@ impl Logger {
         bar.set_position(start);
         bar.reset_eta();
         Ok(Self {
-            writer: SummaryWriter::new(logdir),
+            writer: Some(SummaryWriter::new(logdir)),
             bar,
             interactive: faststyle::progress::interactive(),
+            prefix: String::new(),
         })
+    }
+
+    /// The logger of a data-parallel rank other than 0: no files, no bar, no lines but its
+    /// warnings (prefixed with its rank).
+    pub fn quiet(rank: usize) -> Self {
+        Self {
+            writer: None,
+            bar: ProgressBar::hidden(),
+            interactive: false,
+            prefix: format!("rank {rank}: "),
+        }
+    }
+
+    /// Whether this logger writes anything but warnings.
+    fn is_quiet(&self) -> bool {
+        self.writer.is_none()
     }
 
     /// Logs the losses and throughput of step `step`.
     pub fn losses(&mut self, step: u64, epoch: u64, m: LossMeans, images_per_sec: f64, lr: f64) {
+        let Some(writer) = self.writer.as_mut() else {
+            return;
+        };
         let s = step as usize;
         for (tag, v) in [
             ("loss/content", m.content),
@@ -39,9 +62,9 @@ impl Logger {
             ("train/images_per_sec", images_per_sec),
             ("train/lr", lr),
         ] {
-            self.writer.add_scalar(tag, v as f32, s);
+            writer.add_scalar(tag, v as f32, s);
         }
-        self.writer.flush();
+        writer.flush();
         let text = format!(
             "epoch {} content {:.4e} style {:.4e} tv {:.3e} total {:.4e} {:.1} img/s",
             epoch + 1,
@@ -70,18 +93,38 @@ impl Logger {
 
     /// Logs one scalar under `tag` at `step`.
     pub fn scalar(&mut self, tag: &str, value: f64, step: u64) {
-        self.writer.add_scalar(tag, value as f32, step as usize);
+        if let Some(writer) = self.writer.as_mut() {
+            writer.add_scalar(tag, value as f32, step as usize);
+        }
     }
 
     /// Logs a square RGB image (HWC bytes) under `tag`.
     pub fn image(&mut self, tag: &str, hwc: &[u8], side: usize, step: u64) {
-        self.writer
-            .add_image(tag, hwc, &[3, side, side], step as usize);
-        self.writer.flush();
+        if let Some(writer) = self.writer.as_mut() {
+            writer.add_image(tag, hwc, &[3, side, side], step as usize);
+            writer.flush();
+        }
     }
 
-    /// Prints a line without breaking the bar.
+    /// Prints a line without breaking the bar (not on a quiet rank).
     pub fn say(&self, line: &str) {
+        if self.is_quiet() {
+            return;
+        }
+        self.print(line);
+    }
+
+    /// Prints a warning, on every rank (a quiet one names itself).
+    pub fn warn(&self, line: &str) {
+        self.print(&format!("{}warning: {line}", self.prefix));
+    }
+
+    /// Prints a line on every rank (a quiet one names itself).
+    pub fn note(&self, line: &str) {
+        self.print(&format!("{}{line}", self.prefix));
+    }
+
+    fn print(&self, line: &str) {
         if self.interactive {
             self.bar.println(line);
         } else {

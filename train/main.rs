@@ -2,9 +2,11 @@
 //! photos, or (`--preview`) shows in a minute what those losses make of one photo.
 mod args;
 mod checkpointer;
+mod launch;
 mod logger;
 mod meter;
 mod preview;
+mod ranks;
 mod resume;
 mod samples;
 mod schedule;

@@ -17,26 +17,23 @@ pub struct Session {
 
 impl Session {
     /// The run that `args` name; a new run whose state already exists is refused.
+    /// `--resume auto` resumes the run that the other arguments name when its state exists,
+    /// and starts it otherwise.
     pub fn open(args: &Args) -> Result<Self> {
-        match args.resume_path() {
-            Some(path) => {
-                let files = RunFiles::find(&path?)?;
-                let state = TrainState::load(&files.state)?;
-                let recorded: Config =
-                    serde_json::from_value(state.config.clone()).with_context(|| {
-                        format!("{}: unreadable configuration", files.state.display())
-                    })?;
-                let mut config = Config::for_resume(recorded, args)?;
-                // Wherever the run folder is now (it may have moved since).
-                if let Some(folder) = files.model.parent().filter(|p| p.is_dir()) {
-                    config.out = std::path::absolute(folder).unwrap_or(config.out);
-                }
-                Ok(Self {
-                    config,
-                    files,
-                    resumed: Some(state),
-                })
+        if args.resume_auto() {
+            let config = Config::from_args(args)?;
+            let files = RunFiles::new(&config.out, &config.name);
+            if files.state.exists() {
+                return Self::resume(files, args);
             }
+            return Ok(Self {
+                config,
+                files,
+                resumed: None,
+            });
+        }
+        match args.resume_path() {
+            Some(path) => Self::resume(RunFiles::find(&path?)?, args),
             None => {
                 let config = Config::from_args(args)?;
                 let files = RunFiles::new(&config.out, &config.name);
@@ -54,6 +51,23 @@ impl Session {
                 })
             }
         }
+    }
+
+    /// Continues the run of `files`.
+    fn resume(files: RunFiles, args: &Args) -> Result<Self> {
+        let state = TrainState::load(&files.state)?;
+        let recorded: Config = serde_json::from_value(state.config.clone())
+            .with_context(|| format!("{}: unreadable configuration", files.state.display()))?;
+        let mut config = Config::for_resume(recorded, args)?;
+        // Wherever the run folder is now (it may have moved since).
+        if let Some(folder) = files.model.parent().filter(|p| p.is_dir()) {
+            config.out = std::path::absolute(folder).unwrap_or(config.out);
+        }
+        Ok(Self {
+            config,
+            files,
+            resumed: Some(state),
+        })
     }
 
     /// Iterations already done.
