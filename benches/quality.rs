@@ -1,7 +1,7 @@
 //! Quality measurements of style models (not tests): one JSON object per line on stdout.
 //!
-//! Built by `cargo bench --bench quality --no-run` (scripts/quality_cpu.sh copies the binary
-//! to `target/release/quality-bench`); driven by scripts/quality_cpu.sh.
+//! Built by `cargo bench --bench quality --no-run` (scripts/bench/quality_cpu.sh copies the binary
+//! to `target/release/quality-bench`); driven by scripts/bench/quality_cpu.sh.
 //!
 //! ```text
 //! quality-bench evaluate  --model M.safetensors --photos DIR --style NAME=IMAGE [--style …]

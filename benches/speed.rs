@@ -1,7 +1,7 @@
 //! Speed measurements of faststyle (not tests): one JSON object per line on stdout.
 //!
-//! Built by `cargo bench --bench speed --no-run` (scripts/build_bench.sh copies the binary to
-//! `target/release/speed-bench`); driven by scripts/bench_cpu.sh and scripts/bench_gpu.sh,
+//! Built by `cargo bench --bench speed --no-run` (scripts/bench/build.sh copies the binary to
+//! `target/release/speed-bench`); driven by scripts/bench/cpu.sh and scripts/bench/gpu.sh,
 //! which run the PyTorch baselines in the same run and print one table with ratios.
 //!
 //! ```text
@@ -620,6 +620,7 @@ fn save_model(a: &SaveModelArgs) -> Result<()> {
         content_weight: 1e5,
         style_weight: 1e10,
         image_size: 256,
+        ..Default::default()
     };
     if let Some(dir) = a.out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;

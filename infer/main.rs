@@ -7,7 +7,9 @@
 //!
 //! Exit status: 0 when every input was stylized; 1 when some inputs failed (each reported as
 //! `error: PATH: reason`, the others still written); 2 when nothing could start (bad options,
-//! unreadable or invalid checkpoint, device unavailable); 130 when interrupted by Ctrl-C.
+//! unreadable or invalid checkpoint, device unavailable); 130 when interrupted by Ctrl-C, 143
+//! by SIGTERM (the images in progress are finished first). A full or read-only output disk
+//! stops the run after the file that met it: the next writes would fail too.
 mod adjust;
 mod alloc;
 mod guard;
@@ -22,19 +24,17 @@ mod video;
 use anyhow::{Context, Result};
 use clap::Parser;
 use faststyle::device::{self, DeviceChoice, Precision};
+use faststyle::fsutil;
+use faststyle::interrupt::Interrupt;
 use faststyle::progress;
 use faststyle::styles::StyleChoice;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 /// Exit status when some inputs failed.
 const EXIT_SOME_FAILED: u8 = 1;
 /// Exit status when nothing could start.
 const EXIT_FATAL: u8 = 2;
-/// Exit status after Ctrl-C (128 + SIGINT, as shells report it).
-const EXIT_INTERRUPTED: u8 = 130;
 
 /// Stylize photos and videos with a trained style model.
 ///
@@ -48,13 +48,10 @@ const EXIT_INTERRUPTED: u8 = 130;
 #[derive(Parser, Debug)]
 #[command(name = "infer", version, about, long_about)]
 struct Args {
-    /// Style model (.safetensors) written by `train` or converted from PyTorch.
-    #[arg(
-        short = 'c',
-        long,
-        value_name = "FILE",
-        required_unless_present = "serve"
-    )]
+    /// Style model (.safetensors) written by `train` or converted from PyTorch [default: the
+    /// starter model, checkpoints/starter.safetensors of the current folder, of this
+    /// repository or of ~/.local/share/faststyle, in its first style unless --style says].
+    #[arg(short = 'c', long, value_name = "FILE")]
     checkpoint: Option<PathBuf>,
 
     /// Image and video files and folders to stylize.
@@ -122,11 +119,12 @@ struct Args {
     skip_existing: bool,
 
     /// Serve a web page and an HTTP API at HOST:PORT instead (e.g. 127.0.0.1:8080).
-    #[arg(long, value_name = "ADDR", requires = "models", help_heading = "Server",
+    #[arg(long, value_name = "ADDR", help_heading = "Server",
           conflicts_with_all = ["checkpoint", "inputs", "output", "max_size", "preserve_color"])]
     serve: Option<String>,
 
-    /// Folder of style models to serve (every *.safetensors below it).
+    /// Folder of style models to serve (every *.safetensors below it) [default: the
+    /// checkpoints/ folder holding the starter model, found as --checkpoint's default is].
     #[arg(long, value_name = "DIR", requires = "serve", help_heading = "Server")]
     models: Option<PathBuf>,
 
@@ -155,6 +153,55 @@ struct Args {
     #[arg(long, default_value_t = 16, value_name = "N", help_heading = "Server",
           value_parser = clap::value_parser!(u64).range(1..10_000))]
     queue: u64,
+
+    /// Connections open at once, WebSocket sessions included; one more is answered 503 and
+    /// closed at once [default: what the file limit allows, at most 4096].
+    #[arg(long, value_name = "N", help_heading = "Server",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: Option<u32>,
+
+    /// Seconds for a request's line and headers, from the connection's start or the previous
+    /// answer (an idle keep-alive connection is closed after it).
+    #[arg(long, default_value_t = 10.0, value_name = "S", help_heading = "Server",
+          value_parser = parse_seconds)]
+    header_timeout: f64,
+
+    /// Seconds every request body gets, plus one for each --min-body-rate bytes that arrive
+    /// (a slower body is answered 408).
+    #[arg(long, default_value_t = 20.0, value_name = "S", help_heading = "Server",
+          value_parser = parse_seconds)]
+    body_timeout: f64,
+
+    /// Bytes a second that earn a body more time (see --body-timeout).
+    #[arg(long, default_value_t = 4096, value_name = "N", help_heading = "Server",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    min_body_rate: u64,
+
+    /// Seconds a write may wait for the client to read its answer; the connection is then
+    /// closed.
+    #[arg(long, default_value_t = 30.0, value_name = "S", help_heading = "Server",
+          value_parser = parse_seconds)]
+    send_timeout: f64,
+
+    /// Seconds a live (WebSocket) session may send nothing before it is closed.
+    #[arg(long, default_value_t = 60.0, value_name = "S", help_heading = "Server",
+          value_parser = parse_seconds)]
+    ws_idle_timeout: f64,
+
+    /// Seconds between pings of a live session; a ping unanswered by the next closes it.
+    #[arg(long, default_value_t = 20.0, value_name = "S", help_heading = "Server",
+          value_parser = parse_seconds)]
+    ws_ping_timeout: f64,
+}
+
+fn parse_seconds(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    if !(v > 0.0 && v <= 1e6) {
+        return Err(format!("{v} is not between 0 and 1000000 seconds"));
+    }
+    Ok(v)
 }
 
 fn parse_strength(s: &str) -> Result<f32, String> {
@@ -169,18 +216,9 @@ fn main() -> ExitCode {
     alloc::keep_freed_memory();
     guard::install_quiet_hook();
     let args = Args::parse();
-    let outcome = match (&args.serve, &args.models) {
-        (Some(addr), Some(models)) => serve::run(serve::Options {
-            addr: addr.clone(),
-            models: models.clone(),
-            token: args.token.clone(),
-            max_upload_mb: args.max_upload_mb,
-            max_pixels: args.max_pixels,
-            queue: args.queue as usize,
-            device: args.device,
-            precision: args.precision,
-        }),
-        _ => run(&args),
+    let outcome = match &args.serve {
+        Some(addr) => serve(addr, &args),
+        None => run(&args),
     };
     match outcome {
         Ok(code) => ExitCode::from(code),
@@ -189,6 +227,31 @@ fn main() -> ExitCode {
             ExitCode::from(EXIT_FATAL)
         }
     }
+}
+
+/// `--serve`: the server, on `--models` or the default models folder.
+fn serve(addr: &str, args: &Args) -> Result<u8> {
+    let models = match &args.models {
+        Some(models) => models.clone(),
+        None => faststyle::locate::models_folder()?,
+    };
+    serve::run(serve::Options {
+        addr: addr.to_string(),
+        models,
+        token: args.token.clone(),
+        max_upload_mb: args.max_upload_mb,
+        max_pixels: args.max_pixels,
+        queue: args.queue as usize,
+        max_connections: args.max_connections,
+        header_timeout: args.header_timeout,
+        body_timeout: args.body_timeout,
+        min_body_rate: args.min_body_rate,
+        send_timeout: args.send_timeout,
+        ws_idle_timeout: args.ws_idle_timeout,
+        ws_ping_timeout: args.ws_ping_timeout,
+        device: args.device,
+        precision: args.precision,
+    })
 }
 
 /// An error with its causes on one line.
@@ -208,10 +271,11 @@ fn options(args: &Args) -> pipeline::Options {
 
 /// Everything after parsing; `Err` means nothing could start.
 fn run(args: &Args) -> Result<u8> {
-    let checkpoint = args
-        .checkpoint
-        .as_deref()
-        .context("--checkpoint is required")?;
+    let (checkpoint, starter) = match &args.checkpoint {
+        Some(path) => (path.clone(), false),
+        None => (faststyle::locate::starter()?, true),
+    };
+    let checkpoint = checkpoint.as_path();
     let device = args.device.resolve()?;
     args.precision.check_device(device)?;
     if args.sheet {
@@ -244,20 +308,9 @@ fn run(args: &Args) -> Result<u8> {
     }
     let total = plan.jobs.len() + plan.failures.len();
 
-    let interrupted = Arc::new(AtomicBool::new(false));
-    {
-        let flag = Arc::clone(&interrupted);
-        // Without a handler Ctrl-C would kill the process mid-write; with it, the current
-        // image finishes and nothing half-written is left behind.
-        ctrlc::set_handler(move || {
-            if !flag.swap(true, Ordering::SeqCst) {
-                // On a terminal the progress bar holds the current line.
-                let newline = if progress::interactive() { "\n" } else { "" };
-                eprintln!("{newline}interrupted: finishing the images in progress");
-            }
-        })
-        .context("cannot install the Ctrl-C handler")?;
-    }
+    // Without a handler Ctrl-C or SIGTERM would kill the process mid-write; with it, the
+    // current images finish and nothing half-written is left behind.
+    let interrupt = Interrupt::install("finishing the images in progress")?;
 
     let (videos, photos): (Vec<&plan::Job>, Vec<&plan::Job>) =
         plan.jobs.iter().partition(|j| video::is_video(&j.input));
@@ -268,11 +321,17 @@ fn run(args: &Args) -> Result<u8> {
     }
     let mut succeeded = 0usize;
     let mut failed = 0usize;
+    let mut disk_unusable = false;
     let mut report = |path: &Path, outcome: Result<()>| match outcome {
         Ok(()) => succeeded += 1,
         Err(err) => {
             failed += 1;
             bar.suspend(|| eprintln!("error: {}: {}", path.display(), one_line(&err)));
+            // A full or read-only disk fails every later write there: stop after this file.
+            if fsutil::is_disk_unusable(&err) {
+                disk_unusable = true;
+                interrupt.stop();
+            }
         }
     };
     // Loaded before any file's error is shown: a bad checkpoint is the one error to see then.
@@ -281,7 +340,19 @@ fn run(args: &Args) -> Result<u8> {
     } else {
         let mut model =
             model::Stylizer::load(checkpoint, device, args.precision)?.with_tiling(args.tile);
-        model.select(args.style.as_ref())?;
+        match (&args.style, starter) {
+            // Without --checkpoint or --style: the starter's first style, said once.
+            (None, true) => {
+                let first = model.style_names()[0].clone();
+                eprintln!(
+                    "using the starter model {} in its style `{first}` (--style picks another of {}; --checkpoint another model)",
+                    checkpoint.display(),
+                    model.style_names().join(", ")
+                );
+                model.select(Some(&StyleChoice::Pick(first)))?;
+            }
+            (choice, _) => model.select(choice.as_ref())?,
+        }
         Some(model)
     };
     for failure in plan.failures {
@@ -294,7 +365,7 @@ fn run(args: &Args) -> Result<u8> {
             &photos,
             &model,
             &options(args),
-            &interrupted,
+            interrupt.flag(),
             |path, outcome| {
                 bar.inc(1);
                 report(path, outcome);
@@ -310,7 +381,7 @@ fn run(args: &Args) -> Result<u8> {
             &videos,
             &model,
             &video_options,
-            &interrupted,
+            interrupt.flag(),
             &bar,
             |path, outcome| {
                 bar.inc(1);
@@ -320,10 +391,18 @@ fn run(args: &Args) -> Result<u8> {
     }
     bar.finish_and_clear();
 
-    let interrupted = interrupted.load(Ordering::SeqCst);
-    if interrupted {
+    if interrupt.signalled() {
         eprintln!("interrupted: stylized {succeeded} of {total} {noun}");
-        return Ok(EXIT_INTERRUPTED);
+        return Ok(interrupt.exit_code());
+    }
+    if disk_unusable {
+        eprintln!(
+            "stopped: the output disk takes no more writes; stylized {succeeded} of {total} \
+             {noun}, {} not tried; free space, then run the same command with --skip-existing \
+             to do the rest",
+            total - succeeded - failed
+        );
+        return Ok(EXIT_SOME_FAILED);
     }
     if total > 1 {
         eprintln!("stylized {succeeded} of {total} {noun}");

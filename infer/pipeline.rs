@@ -5,7 +5,8 @@ use crate::adjust;
 use crate::guard;
 use crate::model::Stylizer;
 use crate::plan::Job;
-use anyhow::{Context, Result};
+use anyhow::Result;
+use faststyle::fsutil;
 use faststyle::imageio::{self, Picture};
 use image::RgbImage;
 use rayon::prelude::*;
@@ -103,11 +104,11 @@ fn decode(job: &Job, options: &Options) -> Result<Picture> {
 fn finish(job: &Job, original: Picture, stylized: RgbImage, options: &Options) -> Result<()> {
     let picture = adjust::finish(original, stylized, options.preserve_color, options.strength)?;
     if let Some(parent) = job.output.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("cannot create folder {}", parent.display()))?;
+        fsutil::create_dir_all(parent)?;
     }
+    // A failed write names the output and the reason ("no space left on device").
     imageio::write(&job.output, &picture, options.jpeg_quality)
-        .with_context(|| format!("cannot write {}", job.output.display()))
+        .map_err(|e| fsutil::naming(e, &job.output))
 }
 
 /// A counting limit on the encodes in flight.

@@ -5,15 +5,9 @@ use crate::pipeline::Options;
 use anyhow::{bail, Context, Result};
 use faststyle::conditional::StyleMix;
 use faststyle::imageio::{self, OutputFormat, Picture, WRITABLE_EXTENSIONS};
-use font8x8::UnicodeFonts;
-use image::{Rgb, RgbImage};
+use faststyle::sheet;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-
-/// Space between tiles and around the labels, in pixels.
-const GAP: u32 = 6;
-const BACKGROUND: Rgb<u8> = Rgb([255, 255, 255]);
-const INK: Rgb<u8> = Rgb([20, 20, 20]);
 
 /// `NAME-sheet.EXT` beside the photo (PNG when its format cannot be written).
 pub fn default_output(input: &Path) -> PathBuf {
@@ -57,104 +51,18 @@ pub fn run(input: &Path, output: &Path, model: &Stylizer, options: &Options) -> 
         }
         tiles.push((name.clone(), rgb));
     }
-    let sheet = compose(&tiles);
+    let sheet = sheet::compose(&tiles, 0);
     let picture = Picture {
         rgb: sheet,
         alpha: None,
     };
     imageio::write(output, &picture, options.jpeg_quality)
-        .with_context(|| format!("cannot write {}", output.display()))
-}
-
-/// Lays equal-sized tiles out in a grid (one row up to four tiles), each with its label
-/// below it, on a white background.
-pub fn compose(tiles: &[(String, RgbImage)]) -> RgbImage {
-    let (w, h) = tiles[0].1.dimensions();
-    let n = tiles.len() as u32;
-    let cols = if n <= 4 {
-        n
-    } else {
-        (n as f64).sqrt().ceil() as u32
-    };
-    let rows = n.div_ceil(cols);
-    // Labels a readable size whatever the photo's: 8 px glyphs scaled by 1…4.
-    let scale = (w / 128).clamp(1, 4);
-    let label_h = 8 * scale + 2 * GAP;
-    let cell = (w + GAP, h + label_h);
-    let mut sheet = RgbImage::from_pixel(cols * cell.0 + GAP, rows * cell.1 + GAP, BACKGROUND);
-    for (i, (label, tile)) in tiles.iter().enumerate() {
-        let (x, y) = (
-            GAP + (i as u32 % cols) * cell.0,
-            GAP + (i as u32 / cols) * cell.1,
-        );
-        image::imageops::replace(&mut sheet, tile, x.into(), y.into());
-        draw_text(&mut sheet, label, x, y + h + GAP, scale, w);
-    }
-    sheet
-}
-
-/// Draws `text` with the 8×8 bitmap font, each glyph pixel a `scale`² square, cut to
-/// `max_width` (with `..`). Characters the font lacks are drawn as `?`.
-fn draw_text(img: &mut RgbImage, text: &str, x: u32, y: u32, scale: u32, max_width: u32) {
-    let fits = (max_width / (8 * scale)) as usize;
-    let mut chars: Vec<char> = text.chars().collect();
-    if chars.len() > fits {
-        chars.truncate(fits.saturating_sub(2));
-        chars.extend(['.', '.']);
-    }
-    for (i, c) in chars.iter().enumerate() {
-        let glyph = font8x8::BASIC_FONTS
-            .get(*c)
-            .or_else(|| font8x8::LATIN_FONTS.get(*c))
-            .or_else(|| font8x8::BASIC_FONTS.get('?'))
-            .unwrap_or_default();
-        for (row, bits) in glyph.iter().enumerate() {
-            for col in 0..8 {
-                // Bit 0 is the leftmost pixel of the row.
-                if bits & (1 << col) == 0 {
-                    continue;
-                }
-                let x0 = x + (i as u32 * 8 + col) * scale;
-                let y0 = y + row as u32 * scale;
-                for dy in 0..scale {
-                    for dx in 0..scale {
-                        if let Some(p) = img.get_pixel_mut_checked(x0 + dx, y0 + dy) {
-                            *p = INK;
-                        }
-                    }
-                }
-            }
-        }
-    }
+        .map_err(|e| faststyle::fsutil::naming(e, output))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tiles_sit_in_a_grid_with_labels_below() {
-        let tile = |v: u8| RgbImage::from_pixel(40, 30, Rgb([v, v, v]));
-        let tiles: Vec<_> = (0..3).map(|i| (format!("s{i}"), tile(100 + i))).collect();
-        let sheet = compose(&tiles);
-        let label_h = 8 + 2 * GAP;
-        assert_eq!(sheet.dimensions(), (3 * 46 + GAP, GAP + 30 + label_h));
-        // Each tile is copied unchanged at its place.
-        for i in 0..3u32 {
-            let x = GAP + i * 46;
-            assert_eq!(sheet.get_pixel(x + 5, GAP + 5), &Rgb([100 + i as u8; 3]));
-        }
-        // The label strip holds ink, and only ink and background.
-        let strip: Vec<_> = (0..40)
-            .flat_map(|x| (0..8).map(move |y| (GAP + x, GAP + 30 + GAP + y)))
-            .map(|(x, y)| *sheet.get_pixel(x, y))
-            .collect();
-        assert!(strip.contains(&INK) && strip.contains(&BACKGROUND));
-        assert!(strip.iter().all(|p| *p == INK || *p == BACKGROUND));
-        // Five tiles and more make a squarish grid.
-        let five: Vec<_> = (0..5).map(|i| (format!("{i}"), tile(0))).collect();
-        assert_eq!(compose(&five).width(), 3 * 46 + GAP);
-    }
 
     #[test]
     fn default_output_names() {

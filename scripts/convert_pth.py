@@ -13,8 +13,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import st  # noqa: E402
-from torch_net import TransformerNet  # noqa: E402
+from torch_net import TransformerNet, save  # noqa: E402
 
 # Models saved by PyTorch < 0.4 carry instance-norm running statistics that current
 # InstanceNorm2d (track_running_stats=False) does not have; the example deletes them too.
@@ -48,8 +47,8 @@ def main():
 
     style = a.style or os.path.splitext(os.path.basename(a.input))[0]
     tensors = {k: sd[k].detach().to(torch.float32).contiguous() for k in expected}
-    st.save(a.output, tensors, {"format": "faststyle.transformer", "format_version": "1",
-                                "style": style, "created_by": "faststyle convert_pth.py"})
+    save(a.output, tensors, {"format": "faststyle.transformer", "format_version": "1",
+         "style": style, "created_by": "faststyle convert_pth.py"})
     print(f"wrote {a.output}: {len(tensors)} tensors, style {style!r}")
 
 

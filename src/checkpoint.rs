@@ -57,14 +57,37 @@ fn damage(bytes: &[u8], err: SafeTensorError) -> anyhow::Error {
     }
 }
 
+/// Metadata key of the sha256 of a file's tensor data (the bytes after the header), recorded
+/// at write time so that a flipped bit is found when the file is read.
+pub const CHECKSUM_KEY: &str = "sha256";
+
+/// The sha256 (hex) of a safetensors buffer's tensor data: the bytes after its header.
+fn data_checksum(bytes: &[u8], header_len: usize) -> String {
+    use sha2::{Digest, Sha256};
+    let data = bytes.get(8 + header_len..).unwrap_or_default();
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 fn parse(bytes: &[u8]) -> Result<TensorFile> {
-    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| damage(bytes, e))?;
-    let metadata = meta
+    let (header_len, meta) = SafeTensors::read_metadata(bytes).map_err(|e| damage(bytes, e))?;
+    let metadata: Metadata = meta
         .metadata()
         .clone()
         .unwrap_or_default()
         .into_iter()
         .collect();
+    // Files without a checksum (converted from PyTorch, older files) load unchecked.
+    if let Some(recorded) = metadata.get(CHECKSUM_KEY) {
+        if *recorded != data_checksum(bytes, header_len) {
+            bail!(
+                "damaged: its tensor data does not match the checksum recorded when it was \
+                 written (a flipped bit or a changed file)"
+            );
+        }
+    }
     let st = SafeTensors::deserialize(bytes).map_err(|e| damage(bytes, e))?;
     let mut tensors = HashMap::new();
     for (name, view) in st.tensors() {
@@ -154,21 +177,73 @@ fn to_bytes(tensor: &Tensor, kind: Kind) -> Result<Bytes> {
     Ok(Bytes { dtype, shape, data })
 }
 
-/// Writes named tensors (stored as `kind`) and metadata to `path`, atomically.
+/// Writes named tensors (stored as `kind`) and metadata to `path`, atomically, with the
+/// checksum of the tensor data in the metadata.
 pub fn write(
     path: &Path,
     tensors: &[(String, Tensor)],
     metadata: &Metadata,
     kind: Kind,
 ) -> Result<()> {
+    write_summed(path, tensors, metadata, kind).map(|_| ())
+}
+
+/// [`write`], returning the checksum recorded (the file's `sha256` entry).
+pub fn write_summed(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+    metadata: &Metadata,
+    kind: Kind,
+) -> Result<String> {
     let bytes: Vec<(String, Bytes)> = tensors
         .iter()
         .map(|(name, t)| Ok((name.clone(), to_bytes(t, kind)?)))
         .collect::<Result<_>>()?;
-    let meta: HashMap<String, String> = metadata.clone().into_iter().collect();
-    let buffer = safetensors::tensor::serialize(bytes.iter().map(|(n, b)| (n, b)), Some(meta))
+    let serialize = |meta: &Metadata| {
+        let meta: HashMap<String, String> = meta.clone().into_iter().collect();
+        safetensors::tensor::serialize(bytes.iter().map(|(n, b)| (n, b)), Some(meta))
+            .map_err(|e| anyhow!("{}: cannot serialise: {e:?}", path.display()))
+    };
+    // The data section does not depend on the header: serialised once to sum it, then
+    // again with the sum in the header.
+    let mut meta = metadata.clone();
+    meta.remove(CHECKSUM_KEY);
+    let first = serialize(&meta)?;
+    let (header_len, _) = SafeTensors::read_metadata(&first)
         .map_err(|e| anyhow!("{}: cannot serialise: {e:?}", path.display()))?;
-    fsutil::write_atomic(path, &buffer)
+    let sum = data_checksum(&first, header_len);
+    meta.insert(CHECKSUM_KEY.to_string(), sum.clone());
+    fsutil::write_atomic(path, &serialize(&meta)?)?;
+    Ok(sum)
+}
+
+/// The `__metadata__` of a safetensors file, from its header alone.
+pub fn read_metadata(path: &Path) -> Result<Metadata> {
+    use std::io::Read;
+    let describe = |what: &str| anyhow!("{}: {what}", path.display());
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let mut n = [0u8; 8];
+    file.read_exact(&mut n)
+        .map_err(|_| describe("not a safetensors file (no valid header)"))?;
+    let n = u64::from_le_bytes(n);
+    if n > 100 << 20 {
+        return Err(describe("not a safetensors file (no valid header)"));
+    }
+    let mut header = vec![0u8; n as usize];
+    file.read_exact(&mut header)
+        .map_err(|_| describe("truncated inside its header"))?;
+    let json: serde_json::Value = serde_json::from_slice(&header)
+        .map_err(|_| describe("not a safetensors file (no valid header)"))?;
+    Ok(json
+        .get("__metadata__")
+        .and_then(|m| m.as_object())
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default())
 }
 
 /// All variables of a var store, sorted by name.
@@ -193,6 +268,8 @@ pub struct ModelInfo {
     pub style_weight: f64,
     /// Training crop size.
     pub image_size: u32,
+    /// The id of the training run that wrote it (empty: none recorded).
+    pub run: String,
 }
 
 impl ModelInfo {
@@ -213,8 +290,10 @@ impl ModelInfo {
             ("style_weight", self.style_weight.to_string()),
             ("image_size", self.image_size.to_string()),
             ("created_by", crate::CREATED_BY.to_string()),
+            ("run", self.run.clone()),
         ]
         .into_iter()
+        .filter(|(_, v)| !v.is_empty())
         .map(|(k, v)| (k.to_string(), v))
         .collect()
     }
@@ -338,11 +417,20 @@ pub fn state_path(model: &Path) -> std::path::PathBuf {
     model.with_file_name(format!("{stem}.state.safetensors"))
 }
 
-/// Everything besides the weights that a resumed run needs: optimizer moments (as tensors)
-/// and, in the metadata, the step, the data position and the run's configuration (JSON).
+/// Prefix of the network's weights among a training state's tensors.
+const WEIGHTS_PREFIX: &str = "model.";
+
+/// Everything a resumed run needs: the network's weights, the optimizer moments and, in the
+/// metadata, the step, the data position and the run's configuration (JSON). The state is
+/// the commit point of a save: the style model beside it is written first, and the state
+/// records that model's checksum, so that a model left a step ahead by a kill between the
+/// two renames is found, and rewritten from the state's weights.
 pub struct TrainState {
     /// Optimizer tensors by name.
     pub tensors: HashMap<String, Tensor>,
+    /// The network's weights by variable name (empty in states written before they were
+    /// kept here: the model file then holds them).
+    pub weights: HashMap<String, Tensor>,
     /// Iterations done.
     pub step: u64,
     /// Epoch of the next batch.
@@ -351,32 +439,60 @@ pub struct TrainState {
     pub index: usize,
     /// The run's configuration, as the trainer serialised it.
     pub config: serde_json::Value,
+    /// The run's id, shared by its style model's `run` entry.
+    pub run: String,
+    /// The checksum (`sha256` entry) of the style model saved with this state.
+    pub model_sha256: String,
+    /// The metadata of that style model, so that it can be written again from the weights.
+    pub model_metadata: Metadata,
 }
 
+/// `format_version` of training states that hold the weights.
+const STATE_FORMAT_VERSION: &str = "2";
+
 impl TrainState {
-    /// Writes the state file atomically.
-    pub fn save(&self, path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
+    /// Writes the state file atomically, with the optimizer's tensors and the weights.
+    pub fn save(
+        &self,
+        path: &Path,
+        optimizer: &[(String, Tensor)],
+        weights: &[(String, Tensor)],
+    ) -> Result<()> {
         let metadata: Metadata = [
             ("format", STATE_FORMAT.to_string()),
-            ("format_version", "1".to_string()),
+            ("format_version", STATE_FORMAT_VERSION.to_string()),
             ("step", self.step.to_string()),
             ("epoch", self.epoch.to_string()),
             ("index", self.index.to_string()),
             ("config", self.config.to_string()),
+            ("run", self.run.clone()),
+            ("model_sha256", self.model_sha256.clone()),
+            (
+                "model_metadata",
+                serde_json::json!(self.model_metadata).to_string(),
+            ),
             ("created_by", crate::CREATED_BY.to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
-        write(path, tensors, &metadata, Kind::Float)
+        let mut tensors: Vec<(String, Tensor)> = optimizer
+            .iter()
+            .map(|(n, t)| (n.clone(), t.shallow_clone()))
+            .collect();
+        for (name, t) in weights {
+            tensors.push((format!("{WEIGHTS_PREFIX}{name}"), t.shallow_clone()));
+        }
+        write(path, &tensors, &metadata, Kind::Float)
     }
 
-    /// Reads a state file written by [`TrainState::save`].
+    /// Reads a state file written by [`TrainState::save`] (or by an earlier version, which
+    /// kept the weights in the model file only).
     pub fn load(path: &Path) -> Result<Self> {
         let file = read(path)?;
+        let meta = &file.metadata;
         let field = |key: &str| {
-            file.metadata
-                .get(key)
+            meta.get(key)
                 .ok_or_else(|| anyhow!("{}: not a training state (no `{key}`)", path.display()))
         };
         if field("format")? != STATE_FORMAT {
@@ -387,13 +503,42 @@ impl TrainState {
                 .parse()
                 .with_context(|| format!("{}: bad `{key}`", path.display()))
         };
+        let text = |key: &str| meta.get(key).cloned().unwrap_or_default();
+        let model_metadata = match meta.get("model_metadata") {
+            Some(json) => serde_json::from_str(json)
+                .with_context(|| format!("{}: bad `model_metadata`", path.display()))?,
+            None => Metadata::new(),
+        };
+        let (mut tensors, mut weights) = (HashMap::new(), HashMap::new());
+        for (name, t) in file.tensors {
+            match name.strip_prefix(WEIGHTS_PREFIX) {
+                Some(var) => weights.insert(var.to_string(), t),
+                None => tensors.insert(name, t),
+            };
+        }
         Ok(Self {
             step: number("step")?,
             epoch: number("epoch")?,
             index: number("index")? as usize,
             config: serde_json::from_str(field("config")?)
                 .with_context(|| format!("{}: bad `config`", path.display()))?,
-            tensors: file.tensors,
+            run: text("run"),
+            model_sha256: text("model_sha256"),
+            model_metadata,
+            tensors,
+            weights,
         })
+    }
+
+    /// Writes the style model saved with this state again, from the state's weights: the
+    /// same tensors and metadata, so the same checksum.
+    pub fn write_model(&self, path: &Path) -> Result<()> {
+        let mut weights: Vec<(String, Tensor)> = self
+            .weights
+            .iter()
+            .map(|(n, t)| (n.clone(), t.shallow_clone()))
+            .collect();
+        weights.sort_by(|a, b| a.0.cmp(&b.0));
+        write(path, &weights, &self.model_metadata, Kind::Float)
     }
 }

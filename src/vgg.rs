@@ -1,5 +1,5 @@
 //! The frozen VGG16 loss network (torchvision's `features` up to relu4_3) and its weights.
-use crate::{checkpoint, device};
+use crate::{checkpoint, device, locate};
 use anyhow::{bail, Result};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -30,24 +30,13 @@ pub const ENV_VAR: &str = "FASTSTYLE_VGG16";
 pub const FILE_NAME: &str = "vgg16.safetensors";
 
 /// The files searched for the VGG16 weights when neither `--vgg` nor [`ENV_VAR`] names one,
-/// in order: `checkpoints/` of the current folder, of this repository (where the set-up
-/// writes them, known from the build), and the per-user data folder
-/// (`$XDG_DATA_HOME/faststyle`, by default `~/.local/share/faststyle`).
+/// in order: [`FILE_NAME`] in each of [`locate::data_folders`] (`checkpoints/` of the current
+/// folder, of this repository, and the per-user data folder).
 pub fn search_path() -> Vec<PathBuf> {
-    let mut paths = vec![
-        Path::new("checkpoints").join(FILE_NAME),
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("checkpoints")
-            .join(FILE_NAME),
-    ];
-    let xdg = std::env::var_os("XDG_DATA_HOME")
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute());
-    let home = std::env::var_os("HOME").map(|h| Path::new(&h).join(".local/share"));
-    if let Some(data) = xdg.or(home) {
-        paths.push(data.join("faststyle").join(FILE_NAME));
-    }
-    paths
+    locate::data_folders()
+        .into_iter()
+        .map(|folder| folder.join(FILE_NAME))
+        .collect()
 }
 
 /// Finds the VGG16 weights: `explicit` (`--vgg`) when given, else the file that
@@ -137,6 +126,15 @@ impl Vgg16 {
             })
             .collect();
         checkpoint::read(path)?.load_into(&vs, path)?;
+        // A wrong tensor of the right shape (NaN, infinite) would train on silently.
+        for (name, t) in checkpoint::variables(&vs) {
+            if !bool::try_from(t.isfinite().all()).unwrap_or(false) {
+                bail!(
+                    "{}: tensor `{name}` holds NaN or infinite values",
+                    path.display()
+                );
+            }
+        }
         vs.freeze();
         // Only training uses the loss network, and it runs channels-last.
         device::vars_channels_last(&vs);

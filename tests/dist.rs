@@ -198,7 +198,7 @@ fn two_processes_train_as_one_process_with_the_whole_batch() {
         "a weight differs by {worst}"
     );
 
-    // One writer: one model, one state, one event file.
+    // One writer: one model, one state, one event file (and the run's one lock).
     let mut files: Vec<String> = std::fs::read_dir(s.path("two"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -206,7 +206,12 @@ fn two_processes_train_as_one_process_with_the_whole_batch() {
     files.sort();
     assert_eq!(
         files,
-        ["logs", "style.safetensors", "style.state.safetensors"]
+        [
+            ".style.lock",
+            "logs",
+            "style.safetensors",
+            "style.state.safetensors"
+        ]
     );
     let events = std::fs::read_dir(s.path("two/logs"))
         .unwrap()

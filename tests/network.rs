@@ -278,6 +278,7 @@ fn checkpoint_round_trip_is_bit_exact() {
         content_weight: 1e5,
         style_weight: 1e10,
         image_size: 256,
+        ..Default::default()
     };
     let path = dir.path().join("m.safetensors");
     checkpoint::save_model(&path, &vs, &info, Kind::Float).unwrap();
@@ -327,7 +328,7 @@ fn checkpoint_round_trip_is_bit_exact() {
 fn network_matches_pytorch() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let python = root.join(".venv/bin/python");
-    let script = root.join("scripts/reference.py");
+    let script = root.join("scripts/torch_net.py");
     if !python.exists() || !script.exists() {
         // Written past the test harness's capture so that the skip shows in the log.
         let _ = writeln!(
@@ -360,7 +361,7 @@ fn network_matches_pytorch() {
             .unwrap();
         assert!(
             run.status.success(),
-            "reference.py failed: {}",
+            "torch_net.py failed: {}",
             String::from_utf8_lossy(&run.stderr)
         );
         let theirs = checkpoint::read(&output)

@@ -181,3 +181,78 @@ fn ctrl_c_writes_the_preview_reached_so_far() {
         (48, 32)
     );
 }
+
+#[test]
+fn lists_of_weights_and_sizes_give_one_labelled_sheet_of_every_combination() {
+    let s = Setup::new();
+    let sheet = s.path("sheet.png");
+    let mut args = s.args(
+        "photo.png",
+        &[
+            "--style-weight",
+            "1e8,1e12",
+            "--style-size",
+            "16,24",
+            "--iterations",
+            "3",
+            "--log-every",
+            "1",
+            "-o",
+            sheet.to_str().unwrap(),
+        ],
+    );
+    // A second photo, right after the first.
+    args.insert(2, s.path("big.png").display().to_string());
+    let out = train(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // 2 photos × (the photo + 2 weights × 2 sizes); cells of the largest tile (51×32 at
+    // --image-size 32), two label lines of 8 px glyphs each, 6 px gaps.
+    let img = read_rgb(&sheet);
+    let (cell_w, cell_h) = (51 + 6, 32 + (2 * 8 + 2 + 2 * 6));
+    assert_eq!(img.dimensions(), (5 * cell_w + 6, 2 * cell_h + 6));
+    assert_eq!(
+        totals(&out).len(),
+        8 * 3,
+        "3 logged steps for each of 8 previews"
+    );
+    // The first tile of the first row is the photo itself (48×32 centred in its cell).
+    let photo = read_rgb(&s.path("photo.png"));
+    let (x0, y0) = (6 + 1, 6);
+    let same = (0..48)
+        .flat_map(|x| (0..32).map(move |y| (x, y)))
+        .all(|(x, y)| img.get_pixel(x0 + x, y0 + y) == photo.get_pixel(x, y));
+    assert!(same, "the first tile is not the photo");
+    // The weights change the preview: the 1e8 and 1e12 tiles of the same size differ.
+    let tile = |col: u32| -> Vec<u8> {
+        let x = 6 + col * cell_w + 1;
+        (0..48)
+            .flat_map(|dx| (0..32).map(move |dy| (dx, dy)))
+            .flat_map(|(dx, dy)| img.get_pixel(x + dx, y0 + dy).0)
+            .collect()
+    };
+    let (weak, strong) = (tile(1), tile(3));
+    let differ = weak
+        .iter()
+        .zip(&strong)
+        .filter(|(a, b)| a.abs_diff(**b) > 4)
+        .count();
+    assert!(
+        differ > 100,
+        "style weights 1e8 and 1e12 look alike ({differ} values)"
+    );
+    // A list is for --preview only: training refuses it in one line.
+    let out = train(&[
+        "--dataset".into(),
+        s.dir.path().display().to_string(),
+        "--style".into(),
+        s.path("style.png").display().to_string(),
+        "--style-weight".into(),
+        "1e9,1e10".into(),
+        "--vgg".into(),
+        s.path("vgg.safetensors").display().to_string(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let lines = error_lines(&out);
+    assert_eq!(lines.len(), 1, "{}", stderr(&out));
+    assert!(lines[0].contains("--style-weight") && lines[0].contains("--preview"));
+}

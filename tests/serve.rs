@@ -2,7 +2,7 @@
 //! models written by the tests, driven over HTTP and WebSocket.
 mod common;
 
-use common::server::{get, post, Server};
+use common::server::{get, post, wait_until, Server};
 use common::{random_model, random_styles_model, test_image};
 use image::{ImageFormat, RgbImage, RgbaImage};
 use std::io::{Cursor, Read, Write};
@@ -507,11 +507,30 @@ fn a_full_queue_answers_503_and_a_burst_is_all_answered() {
     let path = "/v1/stylize?model=a";
     let body = png(64, 48, 5);
 
-    // Two uploads that have not finished hold both places: the next request is refused.
-    let held: Vec<_> = (0..2)
+    // Uploads still arriving hold no place: with three of them held open, a request goes
+    // through.
+    let held: Vec<_> = (0..3)
         .map(|_| HeldUpload::start(&server.addr, path, &body, None))
         .collect();
     std::thread::sleep(Duration::from_millis(300));
+    let through = post(&format!("{}{path}", server.url), &body, None);
+    assert_eq!(through.status, 200, "{}", through.text());
+
+    // Two pictures at work (one in the network, one waiting for it) hold both places: the
+    // next request is refused.
+    let at_work: Vec<_> = (0..2)
+        .map(|i| {
+            let url = format!("{}{path}", server.url);
+            let big = png(640, 480, 50 + i);
+            std::thread::spawn(move || post(&url, &big, None).status)
+        })
+        .collect();
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            server.metric("faststyle_queue_depth", None) == Some(1.0)
+        }),
+        "the two pictures never were at work together"
+    );
     let refused = post(&format!("{}{path}", server.url), &body, None);
     assert_eq!(refused.status, 503, "{}", refused.status);
     let wait: u64 = refused
@@ -522,6 +541,9 @@ fn a_full_queue_answers_503_and_a_burst_is_all_answered() {
         .unwrap();
     assert!((1..=60).contains(&wait));
     assert!(refused.error().contains("busy"));
+    for worker in at_work {
+        assert_eq!(worker.join().unwrap(), 200);
+    }
     for upload in held {
         let (status, _) = upload.finish();
         assert_eq!(status, 200);

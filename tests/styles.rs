@@ -280,7 +280,7 @@ fn pytorch_runs_each_row_as_the_example_network() {
         let row = [0, 2][i];
         let out = p(&dir, &format!("ref{i}.safetensors"));
         let reference = std::process::Command::new(&python)
-            .arg(root.join("scripts/reference.py"))
+            .arg(root.join("scripts/torch_net.py"))
             .args(["stylize", "--checkpoint", s(&multi), "--input", s(&photo)])
             .args(["--output", s(&out), "--style", style])
             .output()

@@ -170,7 +170,7 @@ fn first_steps_match_pytorch_example() {
     ));
     assert_ok(&out);
     let reference = Command::new(py)
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/reference.py"))
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/torch_net.py"))
         .args(["train", "--steps", &steps.to_string(), "--checkpoint-init"])
         .arg(s.path("init.safetensors"))
         .arg("--vgg")

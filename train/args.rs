@@ -56,15 +56,16 @@ pub struct Args {
     /// Side of the square training crops [default: 256].
     #[arg(long)]
     pub image_size: Option<u32>,
-    /// Shorter side the style image is resized to [default: its own size].
-    #[arg(long)]
-    pub style_size: Option<u32>,
-    /// Content loss weight [default: 1e5].
-    #[arg(long)]
-    pub content_weight: Option<f64>,
-    /// Style loss weight [default: 1e10].
-    #[arg(long)]
-    pub style_weight: Option<f64>,
+    /// Shorter side the style image is resized to [default: its own size]; with --preview,
+    /// a list (256,512) previews each.
+    #[arg(long, value_delimiter = ',', value_name = "N")]
+    pub style_size: Vec<u32>,
+    /// Content loss weight [default: 1e5]; with --preview, a list previews each.
+    #[arg(long, value_delimiter = ',', value_name = "F")]
+    pub content_weight: Vec<f64>,
+    /// Style loss weight [default: 1e10]; with --preview, a list (3e9,1e10,3e10) previews each.
+    #[arg(long, value_delimiter = ',', value_name = "F")]
+    pub style_weight: Vec<f64>,
     /// Total-variation loss weight [default: 0].
     #[arg(long)]
     pub tv_weight: Option<f64>,
@@ -101,16 +102,17 @@ pub struct Args {
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: DeviceChoice,
-    /// Instead of training, optimise this photo's pixels against the same losses (Gatys et
-    /// al.) at the training scale, to judge --style-weight and the sizes in a minute.
-    /// Takes --style, the weights, --image-size, --style-size, --iterations (steps, default
-    /// 300), --vgg, --device and --precision.
-    #[arg(long, value_name = "PHOTO", conflicts_with_all = [
+    /// Instead of training, optimise these photos' pixels against the same losses (Gatys et
+    /// al.) at the training scale, to judge --style-weight and the sizes in minutes. Takes
+    /// --style, the weights and --style-size (each a value or a list: every combination is
+    /// previewed, in one labelled sheet), --image-size, --iterations (steps, default 300),
+    /// --vgg, --device and --precision.
+    #[arg(long, value_name = "PHOTO", num_args = 1.., conflicts_with_all = [
         "dataset", "resume", "init", "out", "logdir", "name", "epochs", "batch_size", "lr",
         "seed", "checkpoint_every", "image_every", "add_style", "stability_weight",
     ])]
-    pub preview: Option<PathBuf>,
-    /// Where --preview writes its picture [default: PHOTO-preview.jpg beside the photo].
+    pub preview: Vec<PathBuf>,
+    /// Where --preview writes its picture [default: PHOTO-preview.jpg beside the (first) photo].
     #[arg(short, long, value_name = "FILE", requires = "preview")]
     pub output: Option<PathBuf>,
     /// Data-parallel training (under torchrun or srun): seconds that meeting the other ranks,
@@ -132,8 +134,8 @@ impl Args {
     /// The loss weights given, or the defaults (content 1e5, style 1e10, tv 0, stability 0).
     pub fn loss_weights(&self) -> Result<LossWeights> {
         let w = LossWeights {
-            content: self.content_weight.unwrap_or(1e5),
-            style: self.style_weight.unwrap_or(1e10),
+            content: self.content_weight()?.unwrap_or(1e5),
+            style: self.style_weight()?.unwrap_or(1e10),
             tv: self.tv_weight.unwrap_or(0.0),
             stability: self.stability_weight.unwrap_or(0.0),
         };
@@ -148,6 +150,21 @@ impl Args {
             }
         }
         Ok(w)
+    }
+
+    /// `--content-weight` when training: one value at most.
+    pub fn content_weight(&self) -> Result<Option<f64>> {
+        one("--content-weight", &self.content_weight)
+    }
+
+    /// `--style-weight` when training: one value at most.
+    pub fn style_weight(&self) -> Result<Option<f64>> {
+        one("--style-weight", &self.style_weight)
+    }
+
+    /// `--style-size` when training: one value at most.
+    pub fn style_size(&self) -> Result<Option<u32>> {
+        one("--style-size", &self.style_size)
     }
 
     /// The run's name: --name, else one made from the style images (see `styles`).
@@ -264,7 +281,7 @@ impl Config {
             iterations: args.iterations,
             batch_size: args.batch_size.unwrap_or(4),
             image_size: args.image_size.unwrap_or(256),
-            style_size: args.style_size,
+            style_size: args.style_size()?,
             content_weight: weights.content,
             style_weight: weights.style,
             tv_weight: weights.tv,
@@ -301,16 +318,16 @@ impl Config {
         resume::same("--name", &r.name, args.name.as_ref())?;
         resume::same("--batch-size", &r.batch_size, args.batch_size.as_ref())?;
         resume::same("--image-size", &r.image_size, args.image_size.as_ref())?;
-        resume::same_opt("--style-size", r.style_size, args.style_size)?;
+        resume::same_opt("--style-size", r.style_size, args.style_size()?)?;
         resume::same(
             "--content-weight",
             &r.content_weight,
-            args.content_weight.as_ref(),
+            args.content_weight()?.as_ref(),
         )?;
         resume::same(
             "--style-weight",
             &r.style_weight,
-            args.style_weight.as_ref(),
+            args.style_weight()?.as_ref(),
         )?;
         resume::same("--tv-weight", &r.tv_weight, args.tv_weight.as_ref())?;
         resume::same(
@@ -377,6 +394,15 @@ impl Config {
             bail!("--lr must be a positive number");
         }
         Ok(())
+    }
+}
+
+/// The one value a training flag may take (lists are for --preview).
+fn one<T: Copy>(flag: &str, values: &[T]) -> Result<Option<T>> {
+    match values {
+        [] => Ok(None),
+        [v] => Ok(Some(*v)),
+        _ => bail!("{flag} takes one value when training (a list is for --preview)"),
     }
 }
 

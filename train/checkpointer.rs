@@ -1,9 +1,15 @@
 //! A run's files on disk: where its style model and training state live, how `--resume`
-//! finds them, and saving the two at a step.
+//! finds them and checks that they belong together, and saving the two at a step.
+//!
+//! A save writes the style model, then the training state, each to a temporary name renamed
+//! into place. The state's rename is the commit: the state holds the weights and the model's
+//! checksum, so a kill between the two renames (a model one step ahead) is found on resume
+//! and the model written again from the state.
 use crate::args::Config;
 use anyhow::{bail, Context, Result};
-use faststyle::checkpoint::{self, ModelInfo, TrainState};
+use faststyle::checkpoint::{self, ModelInfo, TrainState, CHECKSUM_KEY};
 use faststyle::data::Position;
+use faststyle::fsutil::{self, Lock};
 use faststyle::optim::Adam;
 use std::path::{Path, PathBuf};
 use tch::nn::VarStore;
@@ -15,16 +21,99 @@ pub struct RunFiles {
     pub model: PathBuf,
     /// The training state beside it, `NAME.state.safetensors`.
     pub state: PathBuf,
+    /// The run's lock, once taken (see [`RunFiles::claim`]).
+    lock: Option<Lock>,
 }
 
 impl RunFiles {
     /// The files of run `name` in folder `out`.
     pub fn new(out: &Path, name: &str) -> Self {
         let model = out.join(format!("{name}.safetensors"));
+        Self::of_model(model)
+    }
+
+    fn of_model(model: PathBuf) -> Self {
         Self {
             state: checkpoint::state_path(&model),
             model,
+            lock: None,
         }
+    }
+
+    /// Takes the run's lock (`.NAME.lock` beside the model; one process trains a run at a
+    /// time) and removes the temporary files that a killed save left.
+    pub fn claim(&mut self) -> Result<()> {
+        if self.lock.is_some() {
+            return Ok(());
+        }
+        let stem = self
+            .model
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let path = self.model.with_file_name(format!(".{stem}.lock"));
+        let Some(lock) = Lock::take(&path)? else {
+            bail!(
+                "{}: run `{stem}` is being trained by another process (it holds {})",
+                self.model.display(),
+                path.display()
+            );
+        };
+        // Only the lock's holder writes these files: any temporary file of theirs is a
+        // killed save's.
+        fsutil::remove_stale_temps(&self.model);
+        fsutil::remove_stale_temps(&self.state);
+        self.lock = Some(lock);
+        Ok(())
+    }
+
+    /// Checks that the style model beside `state` is the one saved with it. A model that a
+    /// save cut short left ahead of the state, or a damaged one, is written again from the
+    /// state's weights; a model of another run, or none, is refused.
+    pub fn verify(&self, state: &TrainState) -> Result<()> {
+        if state.weights.is_empty() {
+            return Ok(()); // a state of an earlier version: the model holds the weights
+        }
+        let (model, state_path) = (&self.model, &self.state);
+        if !model.exists() {
+            bail!(
+                "{}: its style model {} is missing (moved or deleted?); put it back beside the \
+                 state to resume",
+                state_path.display(),
+                model.display()
+            );
+        }
+        let why = match checkpoint::read(model) {
+            Ok(file) => {
+                let meta = &file.metadata;
+                if meta.get("run") != Some(&state.run) {
+                    bail!(
+                        "{}: a training state of another run than {} (run {}, the model's {}); \
+                         resume with the state saved beside that model",
+                        state_path.display(),
+                        model.display(),
+                        state.run,
+                        meta.get("run").map_or("not recorded", String::as_str)
+                    );
+                }
+                if meta.get(CHECKSUM_KEY) == Some(&state.model_sha256) {
+                    return Ok(());
+                }
+                match meta.get("iterations") {
+                    Some(it) if *it != state.step.to_string() => {
+                        format!("is from iteration {it}, a save cut short after it")
+                    }
+                    _ => "differs from the one saved with the state".to_string(),
+                }
+            }
+            Err(err) => format!("is damaged ({err:#})"),
+        };
+        eprintln!(
+            "note: {} {why}; written again from the training state (iteration {})",
+            model.display(),
+            state.step
+        );
+        state.write_model(model)
     }
 
     /// Finds the run that `--resume PATH` names: a run folder or a style model file.
@@ -66,7 +155,7 @@ impl RunFiles {
                     state.display()
                 );
             }
-            Ok(Self { model, state })
+            Ok(Self::of_model(model))
         }
     }
 }
@@ -84,8 +173,18 @@ pub struct Checkpointer {
 }
 
 impl Checkpointer {
-    /// A checkpointer for a run of `config` whose last save (or start) was at `saved_at`.
-    pub fn new(files: RunFiles, info: ModelInfo, config: &Config, saved_at: u64) -> Result<Self> {
+    /// A checkpointer for a run of `config` whose last save (or start) was at `saved_at`;
+    /// `claim`: take the run's lock (the process that saves: rank 0 of a data-parallel run).
+    pub fn new(
+        mut files: RunFiles,
+        info: ModelInfo,
+        config: &Config,
+        saved_at: u64,
+        claim: bool,
+    ) -> Result<Self> {
+        if claim {
+            files.claim()?;
+        }
         Ok(Self {
             files,
             info,
@@ -94,21 +193,29 @@ impl Checkpointer {
         })
     }
 
-    /// Saves the style model and the state of the run after `step` iterations, at `pos`.
+    /// Saves the style model and the state of the run after `step` iterations, at `pos`:
+    /// the model first, then the state that commits the pair.
     pub fn save(&mut self, vs: &VarStore, adam: &Adam, step: u64, pos: Position) -> Result<()> {
         let info = ModelInfo {
             iterations: step,
             ..self.info.clone()
         };
-        checkpoint::save_model(&self.files.model, vs, &info, Kind::Float)?;
+        let weights = checkpoint::variables(vs);
+        let model_metadata = info.metadata();
+        let model_sha256 =
+            checkpoint::write_summed(&self.files.model, &weights, &model_metadata, Kind::Float)?;
         let state = TrainState {
             tensors: Default::default(),
+            weights: Default::default(),
             step,
             epoch: pos.epoch,
             index: pos.index,
             config: self.config.clone(),
+            run: info.run.clone(),
+            model_sha256,
+            model_metadata,
         };
-        state.save(&self.files.state, &adam.state_tensors())?;
+        state.save(&self.files.state, &adam.state_tensors(), &weights)?;
         self.saved_at = step;
         Ok(())
     }

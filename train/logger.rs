@@ -1,14 +1,18 @@
 //! Where a run reports: TensorBoard event files, and the terminal (a bar, or plain lines).
+//! A failed write of the event file is an error naming it (a full disk stops the run, which
+//! then saves and says how to resume).
+use crate::events::EventFile;
 use crate::meter::LossMeans;
-use anyhow::{Context, Result};
+use anyhow::Result;
+use faststyle::fsutil;
 use indicatif::ProgressBar;
 use std::path::Path;
-use tensorboard_rs::summary_writer::SummaryWriter;
+use tensorboard_rs::summary;
 
 /// The run's TensorBoard writer and terminal output.
 pub struct Logger {
     /// None on the quiet ranks of a data-parallel run.
-    writer: Option<SummaryWriter>,
+    writer: Option<EventFile>,
     pub bar: ProgressBar,
     interactive: bool,
     /// `rank N: ` before a quiet rank's warnings.
@@ -18,13 +22,12 @@ pub struct Logger {
 impl Logger {
     /// Opens (creates) `logdir`; a resumed run adds a new event file beside the old ones.
     pub fn new(logdir: &Path, total: u64, start: u64) -> Result<Self> {
-        std::fs::create_dir_all(logdir)
-            .with_context(|| format!("{}: cannot create log folder", logdir.display()))?;
+        fsutil::create_dir_all(logdir)?;
         let bar = faststyle::progress::bar(total, "it");
         bar.set_position(start);
         bar.reset_eta();
         Ok(Self {
-            writer: Some(SummaryWriter::new(logdir)),
+            writer: Some(EventFile::create(logdir)?),
             bar,
             interactive: faststyle::progress::interactive(),
             prefix: String::new(),
@@ -48,11 +51,17 @@ impl Logger {
     }
 
     /// Logs the losses and throughput of step `step`.
-    pub fn losses(&mut self, step: u64, epoch: u64, m: LossMeans, images_per_sec: f64, lr: f64) {
+    pub fn losses(
+        &mut self,
+        step: u64,
+        epoch: u64,
+        m: LossMeans,
+        images_per_sec: f64,
+        lr: f64,
+    ) -> Result<()> {
         let Some(writer) = self.writer.as_mut() else {
-            return;
+            return Ok(());
         };
-        let s = step as usize;
         for (tag, v) in [
             ("loss/content", m.content),
             ("loss/style", m.style),
@@ -62,9 +71,9 @@ impl Logger {
             ("train/images_per_sec", images_per_sec),
             ("train/lr", lr),
         ] {
-            writer.add_scalar(tag, v as f32, s);
+            writer.add_summary(summary::scalar(tag, v as f32), step)?;
         }
-        writer.flush();
+        writer.flush()?;
         let text = format!(
             "epoch {} content {:.4e} style {:.4e} tv {:.3e} total {:.4e} {:.1} img/s",
             epoch + 1,
@@ -89,21 +98,26 @@ impl Logger {
                 images_per_sec
             );
         }
+        Ok(())
     }
 
     /// Logs one scalar under `tag` at `step`.
-    pub fn scalar(&mut self, tag: &str, value: f64, step: u64) {
-        if let Some(writer) = self.writer.as_mut() {
-            writer.add_scalar(tag, value as f32, step as usize);
-        }
+    pub fn scalar(&mut self, tag: &str, value: f64, step: u64) -> Result<()> {
+        let Some(writer) = self.writer.as_mut() else {
+            return Ok(());
+        };
+        writer.add_summary(summary::scalar(tag, value as f32), step)?;
+        writer.flush()
     }
 
     /// Logs a square RGB image (HWC bytes) under `tag`.
-    pub fn image(&mut self, tag: &str, hwc: &[u8], side: usize, step: u64) {
-        if let Some(writer) = self.writer.as_mut() {
-            writer.add_image(tag, hwc, &[3, side, side], step as usize);
-            writer.flush();
-        }
+    pub fn image(&mut self, tag: &str, hwc: &[u8], side: usize, step: u64) -> Result<()> {
+        let Some(writer) = self.writer.as_mut() else {
+            return Ok(());
+        };
+        let image = summary::image(tag, hwc, &[3, side, side]);
+        writer.add_summary(image, step)?;
+        writer.flush()
     }
 
     /// Prints a line without breaking the bar (not on a quiet rank).

@@ -2,6 +2,7 @@
 //! photos, or (`--preview`) shows in a minute what those losses make of one photo.
 mod args;
 mod checkpointer;
+mod events;
 mod launch;
 mod logger;
 mod meter;
@@ -19,9 +20,10 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let args = args::Args::parse_args();
-    let result = match args.preview.clone() {
-        Some(photo) => preview::run(&args, &photo),
-        None => trainer::run(args),
+    let result = if args.preview.is_empty() {
+        trainer::run(args)
+    } else {
+        preview::run(&args)
     };
     match result {
         Ok(code) => code,

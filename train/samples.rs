@@ -36,12 +36,11 @@ pub fn sample_batch(dataset: &Dataset, config: &Config) -> Result<Tensor> {
 pub fn log_style(logger: &mut Logger, style: &Tensor, tag: &str, side: u32) -> Result<()> {
     let img = imageio::from_tensor(style)?;
     let bytes = data::square_crop(&img, side, &mut fast_image_resize::Resizer::new())?;
-    logger.image(tag, &bytes, side as usize, 0);
-    Ok(())
+    logger.image(tag, &bytes, side as usize, 0)
 }
 
 /// Logs each image of a batch (N×3×S×S, 0…255) as `{tag}/{i}`.
-pub fn log_batch(logger: &mut Logger, batch: &Tensor, tag: &str, step: u64) {
+pub fn log_batch(logger: &mut Logger, batch: &Tensor, tag: &str, step: u64) -> Result<()> {
     let side = batch.size()[2] as usize;
     let hwc = batch
         .detach()
@@ -56,6 +55,7 @@ pub fn log_batch(logger: &mut Logger, batch: &Tensor, tag: &str, step: u64) {
         let n = img.numel();
         let mut bytes = vec![0u8; n];
         img.copy_data_u8(&mut bytes, n);
-        logger.image(&format!("{tag}/{i}"), &bytes, side, step);
+        logger.image(&format!("{tag}/{i}"), &bytes, side, step)?;
     }
+    Ok(())
 }

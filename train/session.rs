@@ -13,27 +13,32 @@ pub struct Session {
     pub files: RunFiles,
     /// The saved state, when resuming.
     pub resumed: Option<TrainState>,
+    /// The run's id, recorded in its style model and state so that a state is never paired
+    /// with another run's model.
+    pub run: String,
 }
 
 impl Session {
     /// The run that `args` name; a new run whose state already exists is refused.
     /// `--resume auto` resumes the run that the other arguments name when its state exists,
-    /// and starts it otherwise.
-    pub fn open(args: &Args) -> Result<Self> {
+    /// and starts it otherwise. Only the process that `writes` (rank 0 of a data-parallel
+    /// run) takes the run's lock and repairs its files; the others only read them.
+    pub fn open(args: &Args, writes: bool) -> Result<Self> {
         if args.resume_auto() {
             let config = Config::from_args(args)?;
             let files = RunFiles::new(&config.out, &config.name);
             if files.state.exists() {
-                return Self::resume(files, args);
+                return Self::resume(files, args, writes);
             }
             return Ok(Self {
                 config,
                 files,
                 resumed: None,
+                run: new_run_id(),
             });
         }
         match args.resume_path() {
-            Some(path) => Self::resume(RunFiles::find(&path?)?, args),
+            Some(path) => Self::resume(RunFiles::find(&path?)?, args, writes),
             None => {
                 let config = Config::from_args(args)?;
                 let files = RunFiles::new(&config.out, &config.name);
@@ -48,14 +53,21 @@ impl Session {
                     config,
                     files,
                     resumed: None,
+                    run: new_run_id(),
                 })
             }
         }
     }
 
     /// Continues the run of `files`.
-    fn resume(files: RunFiles, args: &Args) -> Result<Self> {
+    fn resume(mut files: RunFiles, args: &Args, writes: bool) -> Result<Self> {
+        if writes {
+            files.claim()?;
+        }
         let state = TrainState::load(&files.state)?;
+        if writes {
+            files.verify(&state)?;
+        }
         let recorded: Config = serde_json::from_value(state.config.clone())
             .with_context(|| format!("{}: unreadable configuration", files.state.display()))?;
         let mut config = Config::for_resume(recorded, args)?;
@@ -66,6 +78,10 @@ impl Session {
         Ok(Self {
             config,
             files,
+            // A state of an earlier version recorded none: the run gets one now.
+            run: Some(state.run.clone())
+                .filter(|r| !r.is_empty())
+                .unwrap_or_else(new_run_id),
             resumed: Some(state),
         })
     }
@@ -74,4 +90,9 @@ impl Session {
     pub fn start_step(&self) -> u64 {
         self.resumed.as_ref().map_or(0, |s| s.step)
     }
+}
+
+/// A new run's id: 64 random bits in hex.
+fn new_run_id() -> String {
+    format!("{:016x}", rand::random::<u64>())
 }

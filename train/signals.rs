@@ -1,29 +1,26 @@
-//! The signals that stop a run at the end of its current step.
-use anyhow::{Context, Result};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+//! The signals that stop a run at the end of its current step: Ctrl-C (SIGINT), and SIGTERM,
+//! which Slurm and Kubernetes send before they kill a job. The step in progress finishes,
+//! the run is saved and the exit code says which signal it was (130, 143).
+use anyhow::Result;
+use faststyle::interrupt::Interrupt;
 
-/// Set once the user asked the run to stop (Ctrl-C).
+/// Set once a signal asked the run to stop.
 #[derive(Clone)]
-pub struct Stop(Arc<AtomicBool>);
+pub struct Stop(Interrupt);
 
 impl Stop {
-    /// Installs the handler.
+    /// Installs the handlers of SIGINT and SIGTERM.
     pub fn install() -> Result<Self> {
-        let flag = Arc::new(AtomicBool::new(false));
-        let f = flag.clone();
-        ctrlc::set_handler(move || f.store(true, Ordering::SeqCst))
-            .context("cannot install the Ctrl-C handler")?;
-        Ok(Self(flag))
+        Interrupt::install("stopping after this step, then saving").map(Self)
     }
 
     /// Whether a stop was asked for.
     pub fn requested(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.0.requested()
     }
 
-    /// The exit code of a run stopped this way.
+    /// The exit code of a run stopped this way: 130 after Ctrl-C, 143 after SIGTERM.
     pub fn exit_code(&self) -> u8 {
-        130
+        self.0.exit_code()
     }
 }

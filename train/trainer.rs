@@ -41,7 +41,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
 
 /// This rank's run, once the ranks have met.
 fn run_rank(args: &Args, device: Device, ranks: &Ranks) -> Result<ExitCode> {
-    let session = Session::open(args)?;
+    let session = Session::open(args, ranks.writes())?;
     ranks.check_batch(session.config.batch_size)?;
     ranks.check_same_run(session.start_step(), fingerprint(&session.config)?)?;
     let precision: Precision = session
@@ -52,7 +52,9 @@ fn run_rank(args: &Args, device: Device, ranks: &Ranks) -> Result<ExitCode> {
     precision.check_device(device)?;
     let stop = Stop::install()?;
     let mut trainer = Trainer::new(session, device, precision, ranks)?;
-    trainer.train(&stop)?;
+    if let Err(err) = trainer.train(&stop) {
+        return Err(trainer.failed(err));
+    }
     trainer.finish(&stop)
 }
 
@@ -111,6 +113,7 @@ impl<'r> Trainer<'r> {
             config,
             files,
             resumed,
+            run,
         } = session;
         device::tune_for(device);
         tch::manual_seed(config.seed as i64);
@@ -182,7 +185,7 @@ impl<'r> Trainer<'r> {
         let samples = if writes {
             let samples = samples::sample_batch(&dataset, &config)?.to_device(device);
             if start_step == 0 {
-                samples::log_batch(&mut logger, &samples, "samples/input", 0);
+                samples::log_batch(&mut logger, &samples, "samples/input", 0)?;
                 for (k, style) in style_images.iter().enumerate() {
                     let tag = sample_tag(&styles, "style", k);
                     samples::log_style(&mut logger, style, &tag, config.image_size)?;
@@ -223,8 +226,9 @@ impl<'r> Trainer<'r> {
             content_weight: config.content_weight,
             style_weight: config.style_weight,
             image_size: config.image_size,
+            run,
         };
-        let checkpointer = Checkpointer::new(files, info, &config, start_step)?;
+        let checkpointer = Checkpointer::new(files, info, &config, start_step, writes)?;
         Ok(Self {
             meter: Meter::new(styles.trained.len(), device),
             scaler: LossScaler::new(precision),
@@ -344,11 +348,11 @@ impl<'r> Trainer<'r> {
                 };
                 let lr = self.adam.lr;
                 self.logger
-                    .losses(step, epoch, totals.means, totals.images_per_sec, lr);
+                    .losses(step, epoch, totals.means, totals.images_per_sec, lr)?;
                 if self.styles.names.len() > 1 {
                     for (k, mean) in totals.per_style {
                         let tag = format!("loss/style/{}", self.trained_name(k));
-                        self.logger.scalar(&tag, mean, step);
+                        self.logger.scalar(&tag, mean, step)?;
                     }
                 }
                 self.meter.reset();
@@ -360,7 +364,7 @@ impl<'r> Trainer<'r> {
                     let style = StyleMix::One(*row);
                     let stylized = tch::no_grad(|| self.net.forward_style(samples, &style));
                     let tag = sample_tag(&self.styles, "samples/stylized", k);
-                    samples::log_batch(&mut self.logger, &stylized, &tag, step);
+                    samples::log_batch(&mut self.logger, &stylized, &tag, step)?;
                 }
             }
         }
@@ -377,6 +381,37 @@ impl<'r> Trainer<'r> {
                 .save(&self.vs, &self.adam, self.step, self.pos)?;
         }
         Ok(())
+    }
+
+    /// The error that ended the run; after a full or read-only disk, with how to resume
+    /// once space is freed (the steps since the last checkpoint saved first, if the
+    /// checkpoint's disk still takes them: the logs may be elsewhere).
+    fn failed(mut self, err: anyhow::Error) -> anyhow::Error {
+        self.loader.take();
+        self.logger.bar.finish_and_clear();
+        // A data-parallel rank other than 0 writes nothing: its error is never the disk's.
+        if !self.ranks.writes() || !fsutil::is_disk_unusable(&err) {
+            return err;
+        }
+        let files = &self.checkpointer.files;
+        let in_checkpoint = err.chain().any(|e| {
+            e.downcast_ref::<fsutil::WriteError>()
+                .is_some_and(|w| w.path == files.model || w.path == files.state)
+        });
+        if !in_checkpoint && self.step > self.checkpointer.saved_at {
+            let _ = self
+                .checkpointer
+                .save(&self.vs, &self.adam, self.step, self.pos);
+        }
+        let how = match self.checkpointer.saved_at {
+            0 => "nothing is saved yet; free space, then start the run again".to_string(),
+            saved => format!(
+                "the run is saved at iteration {saved}; free space, then resume with: train \
+                 --resume {}",
+                self.config.out.display()
+            ),
+        };
+        anyhow::anyhow!("{err:#}\n{how}")
     }
 
     /// The name of trained style `k`.

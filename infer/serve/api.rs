@@ -2,19 +2,17 @@
 use super::errors::ApiError;
 use super::models::ModelInfo;
 use super::stylize::{self, blocking};
-use super::{params, AppState};
-use axum::body::{to_bytes, Body};
+use super::{body, params, AppState};
+use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use faststyle::conditional::StyleMix;
 use faststyle::imageio::OutputFormat;
-use http_body_util::{BodyExt, LengthLimitError};
+use http_body_util::BodyExt;
 use std::time::Duration;
 
-/// How long a client may take to send its body once the server has room for it.
-const BODY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a refused body is read and discarded at most.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -25,7 +23,15 @@ pub async fn healthz() -> &'static str {
 
 /// `GET /v1/models`: every loaded model, in name order.
 pub async fn models(State(state): State<AppState>) -> Json<Vec<ModelInfo>> {
-    Json(state.catalog.infos().into_iter().cloned().collect())
+    Json(
+        state
+            .models
+            .current()
+            .infos()
+            .into_iter()
+            .cloned()
+            .collect(),
+    )
 }
 
 /// `GET /v1/preview?model=NAME[&style=NAME|INDEX]`: a small photo through one of the model's
@@ -34,13 +40,14 @@ pub async fn preview(
     State(state): State<AppState>,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
-    let params = params::parse(&pairs, &state.catalog, &[])?;
+    let catalog = state.models.current();
+    let params = params::parse(&pairs, &catalog, &[])?;
     let StyleMix::One(style) = params.style else {
         return Err(ApiError::bad_request(
             "parameter `style`: a preview shows one style (NAME or INDEX), not a blend",
         ));
     };
-    let jpeg = state.catalog.preview(params.model, style).to_vec();
+    let jpeg = catalog.preview(params.model, style).to_vec();
     Ok((
         [
             (header::CONTENT_TYPE, "image/jpeg"),
@@ -57,30 +64,36 @@ pub async fn stylize(
     Query(pairs): Query<Vec<(String, String)>>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    // Room is taken before the body is read: a crowd of uploads waits outside, not in memory.
-    let admitted =
-        params::parse(&pairs, &state.catalog, &[]).and_then(|p| Ok((p, stylize::admit(&state)?)));
-    let (params, _permit) = match admitted {
-        Ok(admitted) => admitted,
+    // The catalog of the moment: the request finishes on these models whatever a reload does.
+    let catalog = state.models.current();
+    let params = match params::parse(&pairs, &catalog, &[]) {
+        Ok(params) => params,
         Err(e) => {
             drain(body).await;
             return Err(e);
         }
     };
-    let bytes = match tokio::time::timeout(BODY_TIMEOUT, to_bytes(body, usize::MAX)).await {
-        Err(_) => return Err(ApiError::timeout("the body did not arrive in time")),
-        Ok(Err(e)) if is_over_limit(&e) => {
-            return Err(ApiError::too_large(format!(
-                "the body is over the upload limit of {} bytes",
-                state.limits.upload_bytes
-            )))
-        }
-        Ok(Err(e)) => return Err(ApiError::bad_request(format!("cannot read the body: {e}"))),
-        Ok(Ok(bytes)) => bytes,
-    };
+    // A full server says so before the upload rather than after it (a probe: the place is
+    // given back at once).
+    if let Err(busy) = stylize::admit(&state) {
+        drain(body).await;
+        return Err(busy);
+    }
+    let upload = body::read(
+        body,
+        state.pace,
+        state.limits.upload_bytes,
+        &state.uploads,
+        &state.metrics,
+    )
+    .await?;
+    // A place among the requests at work, taken once the body is in: a slow upload never
+    // holds one.
+    let _permit = stylize::admit(&state)?;
+    let bytes = upload.bytes.clone();
     let (limits, max_size) = (state.limits, params.max_size);
     let decoded = blocking(move || stylize::decode(&bytes, max_size, limits)).await?;
-    let stylized = stylize::network(&state, &params, &decoded.picture).await?;
+    let stylized = stylize::network(&state, &catalog, &params, &decoded.picture).await?;
     let format = params
         .format
         .or(decoded.format)
@@ -98,16 +111,4 @@ async fn drain(mut body: Body) {
         while let Some(Ok(_)) = body.frame().await {}
     })
     .await;
-}
-
-/// Whether reading a body failed on tower-http's size limit.
-fn is_over_limit(error: &axum::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(e) = source {
-        if e.is::<LengthLimitError>() {
-            return true;
-        }
-        source = e.source();
-    }
-    false
 }

@@ -42,12 +42,17 @@ impl ApiError {
         )
     }
 
+    /// 403: a reload from another machine when no token is set.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, message)
+    }
+
     /// 404: an unknown model or route.
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, message)
     }
 
-    /// 408: the body did not arrive in time.
+    /// 408: the body did not arrive in time (or too slowly).
     pub fn timeout(message: impl Into<String>) -> Self {
         Self::new(StatusCode::REQUEST_TIMEOUT, message)
     }

@@ -1,5 +1,6 @@
 //! What `/metrics` reports, in the Prometheus (OpenMetrics) text format: requests by route and
-//! status, latency, queue depth, images stylized, live frames dropped, model load errors.
+//! status, latency, queue depth, images stylized, live frames dropped, models and their
+//! reloads and load errors, connections open and refused, timeouts by phase.
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::header;
 use axum::middleware::Next;
@@ -29,6 +30,27 @@ struct RouteLabels {
 
 type Histograms = Family<RouteLabels, Histogram, fn() -> Histogram>;
 
+/// Where a client was too slow.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Timeout {
+    /// The request line and headers (`--header-timeout`; idle keep-alive connections too).
+    Header,
+    /// The body (`--body-timeout`, `--min-body-rate`).
+    Body,
+    /// Reading the answer (`--send-timeout`).
+    Send,
+    /// A live session that sent nothing (`--ws-idle-timeout`).
+    WsIdle,
+    /// A live session that did not answer a ping (`--ws-ping-timeout`).
+    WsPing,
+}
+
+/// Labels of the timeout counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TimeoutLabels {
+    phase: &'static str,
+}
+
 /// The server's counters, shared by every request and the worker.
 pub struct Metrics {
     registry: Registry,
@@ -40,8 +62,18 @@ pub struct Metrics {
     batch_size: Histogram,
     /// Live frames replaced by a newer one before the worker took them.
     pub frames_dropped: Counter,
-    /// Style model files that failed to load.
+    /// Style model files that failed to load (at start and at each reload), and rescans of
+    /// a folder that could not be read.
     pub load_errors: Counter,
+    /// Rescans of `--models` swapped in.
+    pub reloads: Counter,
+    /// Models being served.
+    pub models: Gauge,
+    /// Connections open, WebSocket sessions included.
+    pub connections_open: Gauge,
+    /// Connections refused at `--max-connections`.
+    pub connections_refused: Counter,
+    timeouts: Family<TimeoutLabels, Counter>,
     /// Smoothed seconds per batch, in microseconds, for `Retry-After`.
     batch_micros: AtomicU64,
 }
@@ -57,6 +89,11 @@ impl Default for Metrics {
         let batch_size = Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0]);
         let frames_dropped = Counter::default();
         let load_errors = Counter::default();
+        let reloads = Counter::default();
+        let models = Gauge::default();
+        let connections_open = Gauge::default();
+        let connections_refused = Counter::default();
+        let timeouts = Family::<TimeoutLabels, Counter>::default();
         registry.register(
             "http_requests",
             "HTTP requests answered, by route and status",
@@ -89,8 +126,29 @@ impl Default for Metrics {
         );
         registry.register(
             "model_load_errors",
-            "Style model files that failed to load",
+            "Style model files that failed to load, at start or at a reload",
             load_errors.clone(),
+        );
+        registry.register(
+            "model_reloads",
+            "Rescans of --models (SIGHUP or POST /v1/reload)",
+            reloads.clone(),
+        );
+        registry.register("models", "Style models being served", models.clone());
+        registry.register(
+            "connections_open",
+            "Connections open, WebSocket sessions included",
+            connections_open.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Connections refused at --max-connections",
+            connections_refused.clone(),
+        );
+        registry.register(
+            "timeouts",
+            "Clients too slow, by phase: header, body, send, ws_idle, ws_ping",
+            timeouts.clone(),
         );
         Self {
             registry,
@@ -101,12 +159,29 @@ impl Default for Metrics {
             batch_size,
             frames_dropped,
             load_errors,
+            reloads,
+            models,
+            connections_open,
+            connections_refused,
+            timeouts,
             batch_micros: AtomicU64::new(0),
         }
     }
 }
 
 impl Metrics {
+    /// Counts a client that was too slow.
+    pub fn timeout(&self, phase: Timeout) {
+        let phase = match phase {
+            Timeout::Header => "header",
+            Timeout::Body => "body",
+            Timeout::Send => "send",
+            Timeout::WsIdle => "ws_idle",
+            Timeout::WsPing => "ws_ping",
+        };
+        self.timeouts.get_or_create(&TimeoutLabels { phase }).inc();
+    }
+
     /// Records one pass of the worker.
     pub fn observe_batch(&self, pictures: usize, took: Duration) {
         self.images.inc_by(pictures as u64);

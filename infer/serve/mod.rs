@@ -1,30 +1,37 @@
 //! `infer --serve ADDR --models DIR`: every style model under a folder, loaded once, behind a
 //! web page and an HTTP API (see the README for the contract).
 //!
-//! Requests are admitted up to a bound (`--queue` waiting plus those at work) before their
-//! body is read, decoded off the async threads with upload and pixel limits, stylized by one
-//! model worker thread that owns the networks, and encoded as `infer` writes files. Ctrl-C or
-//! SIGTERM stops accepting, lets the requests in flight finish, and exits 0.
+//! Connections are bounded (`--max-connections`) and slow clients timed out (headers, bodies,
+//! answers, WebSocket sessions). A body is read at a minimum rate within a budget of upload
+//! bytes; the request then takes a place among those at work (`--queue` waiting plus a batch),
+//! is decoded off the async threads with upload and pixel limits, stylized by the one model
+//! worker thread, and encoded as `infer` writes files. SIGHUP or `POST /v1/reload` rescans the
+//! models. Ctrl-C or SIGTERM stops accepting, lets the requests in flight finish, and exits 0.
 mod api;
 mod auth;
+mod body;
+mod conn;
 mod errors;
+mod listen;
 mod live;
 mod metrics;
 mod models;
 mod page;
 mod params;
+mod reload;
 mod stylize;
 mod worker;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::{get, post};
 use axum::Router;
 use faststyle::device::{self, DeviceChoice, Precision};
 use metrics::Metrics;
-use models::Catalog;
+use reload::Models;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 use stylize::Limits;
 use tokio::sync::{watch, Semaphore};
 use tower_http::limit::RequestBodyLimitLayer;
@@ -48,6 +55,20 @@ pub struct Options {
     pub max_pixels: u64,
     /// How many requests may wait for the worker.
     pub queue: usize,
+    /// Connections open at once; `None`: what the file limit allows, at most 4096.
+    pub max_connections: Option<u32>,
+    /// Seconds for a request's line and headers (and for an idle keep-alive connection).
+    pub header_timeout: f64,
+    /// Seconds every body gets.
+    pub body_timeout: f64,
+    /// Bytes a second that earn a body more time.
+    pub min_body_rate: u64,
+    /// Seconds a write may wait for the client to read.
+    pub send_timeout: f64,
+    /// Seconds a live session may send nothing.
+    pub ws_idle_timeout: f64,
+    /// Seconds between pings of a live session; one unanswered until the next closes it.
+    pub ws_ping_timeout: f64,
     /// Where the networks run.
     pub device: DeviceChoice,
     /// Their precision.
@@ -57,11 +78,19 @@ pub struct Options {
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
-    catalog: Arc<Catalog>,
+    models: Arc<Models>,
+    /// Whether `--token` is set (without it, reloads come from loopback only).
+    token_set: bool,
     queue: Arc<Queue>,
-    /// Requests at work (body read, decoding, waiting, in the network, encoding).
+    /// Requests at work (decoding, waiting, in the network, encoding).
     admission: Arc<Semaphore>,
+    /// Bytes of uploads held at once (being read or at work).
+    uploads: Arc<Semaphore>,
     limits: Limits,
+    /// How fast bodies must come.
+    pace: body::Pace,
+    /// Live sessions' timeouts.
+    live: live::Timeouts,
     metrics: Arc<Metrics>,
     /// Becomes true when the server starts stopping (live sessions then close).
     shutdown: watch::Receiver<bool>,
@@ -73,38 +102,58 @@ impl axum::extract::FromRef<AppState> for Arc<Metrics> {
     }
 }
 
+/// Most connections by default, where the file limit allows them.
+const DEFAULT_MAX_CONNECTIONS: u64 = 4096;
+
 /// Runs the server until Ctrl-C or SIGTERM; `Err` when it cannot start.
 pub fn run(options: Options) -> Result<u8> {
     let device = options.device.resolve()?;
     options.precision.check_device(device)?;
-    let loaded = models::load_all(&options.models, device, options.precision)?;
-    if loaded.networks.is_empty() {
-        bail!(
-            "--models {}: no style model could be loaded (looked for *.safetensors)",
-            options.models.display()
-        );
-    }
-    device::tune_for(device);
+    let max_connections = connection_limit(options.max_connections);
     let metrics = Arc::new(Metrics::default());
-    metrics.load_errors.inc_by(loaded.failures as u64);
-    let count = loaded.networks.len();
+    let loader = models::Loader::new(&options.models, device, options.precision)?;
+    let models = Arc::new(Models::load(loader, Arc::clone(&metrics))?);
+    let count = models.current().len();
+    device::tune_for(device);
     // Waiting jobs plus a full batch at work: the queue itself never refuses an admitted
     // request.
     let admitted = options.queue.max(1) + worker::max_batch(device);
     let queue = Arc::new(Queue::new(admitted, Arc::clone(&metrics)));
-    let worker = worker::spawn(loaded.networks, Arc::clone(&queue), Arc::clone(&metrics))?;
+    let worker = worker::spawn(device, Arc::clone(&queue), Arc::clone(&metrics))?;
     let (stop_tx, stop_rx) = watch::channel(false);
+    let upload_bytes =
+        usize::try_from(options.max_upload_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
     let state = AppState {
-        catalog: Arc::new(loaded.catalog),
+        models: Arc::clone(&models),
+        token_set: options.token.is_some(),
         queue: Arc::clone(&queue),
         admission: Arc::new(Semaphore::new(admitted)),
+        // As many uploads as places at work: what the server held before bodies were read
+        // ahead of a place.
+        uploads: Arc::new(Semaphore::new(
+            admitted
+                .saturating_mul(upload_bytes)
+                .min(Semaphore::MAX_PERMITS),
+        )),
         limits: Limits {
-            upload_bytes: usize::try_from(options.max_upload_mb.saturating_mul(1 << 20))
-                .unwrap_or(usize::MAX),
+            upload_bytes,
             max_pixels: options.max_pixels,
         },
-        metrics,
+        pace: body::Pace {
+            grace: seconds(options.body_timeout),
+            min_rate: options.min_body_rate,
+        },
+        live: live::Timeouts {
+            idle: seconds(options.ws_idle_timeout),
+            ping: seconds(options.ws_ping_timeout),
+        },
+        metrics: Arc::clone(&metrics),
         shutdown: stop_rx,
+    };
+    let limits = listen::Limits {
+        max_connections,
+        header_timeout: seconds(options.header_timeout),
+        send_timeout: seconds(options.send_timeout),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -112,6 +161,7 @@ pub fn run(options: Options) -> Result<u8> {
         .build()
         .context("cannot start the async runtime")?;
     let served = runtime.block_on(async {
+        reload::on_hangup(Arc::clone(&models))?;
         let listener = tokio::net::TcpListener::bind(&options.addr)
             .await
             .with_context(|| format!("cannot listen on {}", options.addr))?;
@@ -122,10 +172,8 @@ pub fn run(options: Options) -> Result<u8> {
             device::describe(device)
         );
         let app = router(state, options.token.clone());
-        axum::serve(listener, app)
-            .with_graceful_shutdown(stop_signal(stop_tx))
-            .await
-            .context("the server failed")
+        listen::serve(listener, app, limits, metrics, stop_signal(stop_tx)).await;
+        anyhow::Ok(())
     });
     // Every connection is closed: the worker finishes what is queued, then stops.
     queue.close();
@@ -134,6 +182,31 @@ pub fn run(options: Options) -> Result<u8> {
     served?;
     eprintln!("stopped");
     Ok(0)
+}
+
+/// `--max-connections`, or by default what the file limit allows up to 4096; a limit over
+/// what the file limit allows is a warning (connections past it wait to be accepted).
+fn connection_limit(asked: Option<u32>) -> u32 {
+    let allowed = listen::connections_the_file_limit_allows();
+    match (asked, allowed) {
+        (Some(n), Some(allowed)) if u64::from(n) > allowed => {
+            eprintln!(
+                "warning: --max-connections {n} is over what the file limit allows ({allowed}; \
+                 see `ulimit -n`): connections past it wait to be accepted"
+            );
+            n
+        }
+        (Some(n), _) => n,
+        (None, allowed) => {
+            let n = allowed.map_or(DEFAULT_MAX_CONNECTIONS, |a| a.min(DEFAULT_MAX_CONNECTIONS));
+            u32::try_from(n).unwrap_or(u32::MAX)
+        }
+    }
+}
+
+/// A duration from seconds given on the command line (checked positive there).
+fn seconds(value: f64) -> Duration {
+    Duration::try_from_secs_f64(value).unwrap_or(Duration::from_secs(1))
 }
 
 /// The routes, the token check on the API's, JSON errors and metrics on all.
@@ -147,6 +220,7 @@ fn router(state: AppState, token: Option<String>) -> Router {
             post(api::stylize).layer(RequestBodyLimitLayer::new(upload_limit)),
         )
         .route("/v1/live", get(live::live))
+        .route("/v1/reload", post(reload::reload))
         .route("/metrics", get(metrics::serve))
         .route_layer(from_fn_with_state(Arc::new(token), auth::require));
     let open = Router::new()

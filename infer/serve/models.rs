@@ -1,4 +1,6 @@
-//! The style models under `--models`: found, loaded once, and named by their path.
+//! The style models under `--models`: found, loaded, and named by their path. A [`Catalog`]
+//! is one set of loaded models; a rescan (see `reload`) builds the next set, reusing the
+//! models whose files did not change.
 use crate::adjust;
 use crate::guard;
 use crate::model::Stylizer;
@@ -11,12 +13,17 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use tch::Device;
 use walkdir::WalkDir;
 
 /// The photo that every style's preview shows (Chelsea the cat from scikit-image's data, CC0,
 /// cropped and scaled to 128×96).
 const PREVIEW_PHOTO: &[u8] = include_bytes!("page/preview.jpg");
+
+/// A loaded network, shared by the catalogs that list it and the jobs that use it (a job
+/// keeps its network alive after a reload has replaced or removed it).
+pub type Network = Arc<Mutex<Stylizer>>;
 
 /// What the API says about one model (`GET /v1/models`).
 #[derive(Clone, Debug, Serialize)]
@@ -31,35 +38,75 @@ pub struct ModelInfo {
     pub style_image: Option<String>,
 }
 
-/// The loaded models: what clients see, in name order, and the networks, same order.
-pub struct Loaded {
-    /// Descriptions and previews, for the HTTP side.
-    pub catalog: Catalog,
-    /// The networks, for the worker.
-    pub networks: Vec<Stylizer>,
-    /// Files that looked like style models but failed to load.
-    pub failures: usize,
+/// A model file as found on disk: what tells a changed file from the one loaded before.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileStamp {
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+    /// Device and inode: a file replaced by rename is a new file even with the same size
+    /// and time.
+    id: (u64, u64),
 }
 
-/// One loaded model as the HTTP side knows it.
-struct Entry {
+impl FileStamp {
+    fn of(path: &Path) -> Option<FileStamp> {
+        let meta = std::fs::metadata(path).ok()?;
+        #[cfg(unix)]
+        let id = {
+            use std::os::unix::fs::MetadataExt;
+            (meta.dev(), meta.ino())
+        };
+        #[cfg(not(unix))]
+        let id = (0, 0);
+        Some(FileStamp {
+            len: meta.len(),
+            modified: meta.modified().ok(),
+            id,
+        })
+    }
+}
+
+/// One loaded model: what clients see and the network.
+pub struct Model {
     info: ModelInfo,
     /// Every style's name in row order (one name for a one-style model).
     style_names: Vec<String>,
     /// The sample photo in each style, as JPEG, in row order.
     previews: Vec<Vec<u8>>,
+    network: Network,
+    /// The file as it was when it was loaded.
+    stamp: Option<FileStamp>,
 }
 
-/// The names the HTTP side looks models up by; a name is never used as a path.
+/// One set of loaded models, by name; a name is never used as a path.
 pub struct Catalog {
-    entries: Vec<Entry>,
+    entries: Vec<Arc<Model>>,
     by_name: BTreeMap<String, usize>,
 }
 
 impl Catalog {
+    /// A catalog of `models`, in name order.
+    fn new(mut models: Vec<Arc<Model>>) -> Catalog {
+        models.sort_by(|a, b| a.info.name.cmp(&b.info.name));
+        let by_name = models
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.info.name.clone(), i))
+            .collect();
+        Catalog {
+            entries: models,
+            by_name,
+        }
+    }
+
     /// The index of a loaded model, by name.
     pub fn find(&self, name: &str) -> Option<usize> {
         self.by_name.get(name).copied()
+    }
+
+    /// How many models it holds.
+    pub fn len(&self) -> usize {
+        self.entries.len()
     }
 
     /// Every model's description, in name order.
@@ -81,90 +128,204 @@ impl Catalog {
     pub fn style_names(&self, index: usize) -> &[String] {
         &self.entries[index].style_names
     }
+
+    /// The network of a loaded model.
+    pub fn network(&self, index: usize) -> Network {
+        Arc::clone(&self.entries[index].network)
+    }
+
+    fn by_name(&self, name: &str) -> Option<&Arc<Model>> {
+        self.find(name).map(|i| &self.entries[i])
+    }
 }
 
-/// Loads every style model under `dir`. A file that fails is one warning line on stderr and
-/// the rest still load; training-state files and other safetensors (VGG16) are skipped.
-pub fn load_all(dir: &Path, device: Device, precision: Precision) -> Result<Loaded> {
-    if !dir.is_dir() {
-        return Err(anyhow!("--models {}: not a folder", dir.display()));
+/// Loads models from one folder, on one device, in one precision.
+pub struct Loader {
+    dir: PathBuf,
+    device: Device,
+    precision: Precision,
+    preview_photo: imageio::Picture,
+}
+
+/// What a scan of the folder did.
+#[derive(Debug, Default, Serialize)]
+pub struct Changes {
+    /// Models loaded for the first time.
+    pub added: Vec<String>,
+    /// Models whose file changed and loaded again.
+    pub replaced: Vec<String>,
+    /// Models whose file is gone.
+    pub removed: Vec<String>,
+    /// Models whose file did not change (kept as they were).
+    pub unchanged: usize,
+    /// Files that failed to load, each `{model, error}`; a model loaded before keeps its old
+    /// version.
+    pub errors: Vec<LoadError>,
+}
+
+/// A model file that failed to load.
+#[derive(Debug, Serialize)]
+pub struct LoadError {
+    /// The model's name.
+    pub model: String,
+    /// One line saying why.
+    pub error: String,
+    /// Whether an older version of it goes on serving.
+    pub old_version_serves: bool,
+}
+
+impl Loader {
+    /// A loader of the style models under `dir`.
+    pub fn new(dir: &Path, device: Device, precision: Precision) -> Result<Loader> {
+        let preview_photo =
+            imageio::decode(PREVIEW_PHOTO, None).context("the built-in preview photo")?;
+        Ok(Loader {
+            dir: dir.to_path_buf(),
+            device,
+            precision,
+            preview_photo,
+        })
     }
-    let preview_photo =
-        imageio::decode(PREVIEW_PHOTO, None).context("the built-in preview photo")?;
-    let mut found = Vec::new();
-    for entry in WalkDir::new(dir).follow_links(true).sort_by_file_name() {
-        let entry = match entry {
-            Ok(e) => e,
-            Err(e) => {
-                eprintln!("warning: {e}");
+
+    /// The folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Loads every style model under the folder, reusing those of `old` whose file has not
+    /// changed. A file that fails is one warning line on stderr: the others still load, and
+    /// the model's old version (if any) stays. Training-state files and other safetensors
+    /// (VGG16) are skipped. `Err` only when the folder cannot be read at all.
+    pub fn scan(&self, old: &Catalog) -> Result<(Catalog, Changes)> {
+        if !self.dir.is_dir() {
+            return Err(anyhow!("--models {}: not a folder", self.dir.display()));
+        }
+        let mut changes = Changes::default();
+        let mut models = Vec::new();
+        for (name, path, style_image) in self.find() {
+            let stamp = FileStamp::of(&path);
+            let before = old.by_name(&name);
+            if let Some(model) = before.filter(|m| stamp.is_some() && m.stamp == stamp) {
+                models.push(Arc::clone(model));
+                changes.unchanged += 1;
                 continue;
             }
-        };
-        let path = entry.path();
-        let is_model_file = entry.file_type().is_file()
-            && path.extension().is_some_and(|e| e == "safetensors")
-            && !path.to_string_lossy().ends_with(".state.safetensors");
-        if !is_model_file {
-            continue;
+            match self.load(name.clone(), &path, style_image, stamp) {
+                Ok(model) => {
+                    if before.is_some() {
+                        changes.replaced.push(name);
+                    } else {
+                        changes.added.push(name);
+                    }
+                    models.push(Arc::new(model));
+                }
+                Err(err) => {
+                    let error = crate::one_line(&err);
+                    let kept = if before.is_some() {
+                        "; its previous version keeps serving"
+                    } else {
+                        ""
+                    };
+                    // The error usually names the file already.
+                    let shown = path.display().to_string();
+                    if error.contains(&shown) {
+                        eprintln!("warning: model {error}{kept}");
+                    } else {
+                        eprintln!("warning: model {shown}: {error}{kept}");
+                    }
+                    if let Some(model) = before {
+                        models.push(Arc::clone(model));
+                    }
+                    changes.errors.push(LoadError {
+                        model: name,
+                        error,
+                        old_version_serves: before.is_some(),
+                    });
+                }
+            }
         }
-        let header = header(path);
-        if is_style_model(header.as_ref()) {
-            let style = header
-                .as_ref()
-                .and_then(|h| h["__metadata__"]["style"].as_str())
-                .filter(|s| !s.is_empty())
-                .map(str::to_string);
-            found.push((model_name(dir, path), path.to_path_buf(), style));
-        }
+        let catalog = Catalog::new(models);
+        changes.removed = old
+            .entries
+            .iter()
+            .map(|m| m.info.name.clone())
+            .filter(|name| catalog.find(name).is_none())
+            .collect();
+        Ok((catalog, changes))
     }
-    let (mut entries, mut networks, mut failures) = (Vec::new(), Vec::new(), 0);
-    for (name, path, style_image) in found {
-        let loaded = guard::catch(|| {
-            let net = Stylizer::load(&path, device, precision)?;
+
+    /// An empty catalog (what a first scan starts from).
+    pub fn empty() -> Catalog {
+        Catalog::new(Vec::new())
+    }
+
+    /// The style model files under the folder: name, path, the style image it records.
+    fn find(&self) -> Vec<(String, PathBuf, Option<String>)> {
+        let mut found = Vec::new();
+        for entry in WalkDir::new(&self.dir)
+            .follow_links(true)
+            .sort_by_file_name()
+        {
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) => {
+                    eprintln!("warning: {e}");
+                    continue;
+                }
+            };
+            let path = entry.path();
+            let is_model_file = entry.file_type().is_file()
+                && path.extension().is_some_and(|e| e == "safetensors")
+                && !path.to_string_lossy().ends_with(".state.safetensors");
+            if !is_model_file {
+                continue;
+            }
+            let header = header(path);
+            if is_style_model(header.as_ref()) {
+                let style = header
+                    .as_ref()
+                    .and_then(|h| h["__metadata__"]["style"].as_str())
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string);
+                found.push((model_name(&self.dir, path), path.to_path_buf(), style));
+            }
+        }
+        found
+    }
+
+    /// Loads one model and makes its previews.
+    fn load(
+        &self,
+        name: String,
+        path: &Path,
+        style_image: Option<String>,
+        stamp: Option<FileStamp>,
+    ) -> Result<Model> {
+        let (net, previews) = guard::catch(|| {
+            let net = Stylizer::load(path, self.device, self.precision)?;
             let previews = (0..net.style_names().len())
-                .map(|i| preview(&net, &StyleMix::One(i), &preview_photo))
+                .map(|i| preview(&net, &StyleMix::One(i), &self.preview_photo))
                 .collect::<Result<Vec<_>>>()?;
             Ok((net, previews))
-        });
-        match loaded {
-            Ok((net, previews)) => {
-                let style_names = net.style_names().to_vec();
-                let info = ModelInfo {
-                    name,
-                    styles: if style_names.len() > 1 {
-                        style_names.clone()
-                    } else {
-                        Vec::new()
-                    },
-                    style_image,
-                };
-                entries.push(Entry {
-                    info,
-                    style_names,
-                    previews,
-                });
-                networks.push(net);
-            }
-            Err(err) => {
-                failures += 1;
-                eprintln!(
-                    "warning: model {}: {}",
-                    path.display(),
-                    crate::one_line(&err)
-                );
-            }
-        }
+        })?;
+        let style_names = net.style_names().to_vec();
+        let info = ModelInfo {
+            name,
+            styles: if style_names.len() > 1 {
+                style_names.clone()
+            } else {
+                Vec::new()
+            },
+            style_image,
+        };
+        Ok(Model {
+            info,
+            style_names,
+            previews,
+            network: Arc::new(Mutex::new(net)),
+            stamp,
+        })
     }
-    let by_name = entries
-        .iter()
-        .enumerate()
-        .map(|(i, e)| (e.info.name.clone(), i))
-        .collect();
-    Ok(Loaded {
-        catalog: Catalog { entries, by_name },
-        networks,
-        failures,
-    })
 }
 
 /// `a/b` for `DIR/a/b.safetensors`.

@@ -1,6 +1,7 @@
 //! One picture through the server, the same steps as `infer` takes for a file: decode (with
 //! the pixel limit), scale, the worker's network pass, colour options, encode.
 use super::errors::ApiError;
+use super::models::Catalog;
 use super::params::StyleParams;
 use super::worker::{Job, Refused};
 use super::AppState;
@@ -91,15 +92,17 @@ fn writable(format: ImageFormat) -> Option<OutputFormat> {
         .and_then(|ext| OutputFormat::from_extension(ext))
 }
 
-/// Runs the picture through the worker and waits for the network's result.
+/// Runs the picture through the worker and waits for the network's result (`params` were
+/// read against `catalog`).
 pub async fn network(
     state: &AppState,
+    catalog: &Catalog,
     params: &StyleParams,
     picture: &Picture,
 ) -> Result<image::RgbImage, ApiError> {
     let (reply, result) = oneshot::channel();
     let job = Job {
-        model: params.model,
+        network: catalog.network(params.model),
         style: params.style.clone(),
         choice: params.choice.clone(),
         rgb: picture.rgb.clone(),

@@ -1,7 +1,9 @@
-//! The model worker: one thread that owns the networks and takes jobs from a bounded queue.
-//! On CUDA, waiting jobs for the same model, style (or the same blend) and size go through the
+//! The model worker: one thread that runs the networks, taking jobs from a bounded queue. Each
+//! job carries its network, so a reload never changes the model of a job already queued. On
+//! CUDA, waiting jobs for the same model, style (or the same blend) and size go through the
 //! network together.
 use super::metrics::Metrics;
+use super::models::Network;
 use crate::guard;
 use crate::model::Stylizer;
 use anyhow::{anyhow, Result};
@@ -29,8 +31,8 @@ pub fn max_batch(device: tch::Device) -> usize {
 
 /// One picture to stylize and where its result goes.
 pub struct Job {
-    /// Index of the model in the catalog.
-    pub model: usize,
+    /// The model's network.
+    pub network: Network,
     /// The style or blend to apply, resolved from `choice` against the model's styles.
     pub style: StyleMix,
     /// `style=` as the client wrote it (what a batch selects; it resolves to `style`).
@@ -45,7 +47,7 @@ impl Job {
     /// Whether two jobs can share one pass through the network: the same model, the same
     /// resolved style or mix (however it was written), the same size.
     fn batches_with(&self, other: &Job) -> bool {
-        self.model == other.model
+        Arc::ptr_eq(&self.network, &other.network)
             && self.style == other.style
             && self.rgb.dimensions() == other.rgb.dimensions()
     }
@@ -148,13 +150,14 @@ fn take_matching(waiting: &mut VecDeque<Job>, first: Job, max: usize) -> Vec<Job
     batch
 }
 
-/// Starts the worker thread over the networks; it stops when the queue is closed and empty.
+/// Starts the worker thread for networks on `device`; it stops when the queue is closed and
+/// empty.
 pub fn spawn(
-    mut networks: Vec<Stylizer>,
+    device: tch::Device,
     queue: Arc<Queue>,
     metrics: Arc<Metrics>,
 ) -> Result<JoinHandle<()>> {
-    let max_batch = networks.first().map_or(1, |net| max_batch(net.device()));
+    let max_batch = max_batch(device);
     std::thread::Builder::new()
         .name("model-worker".into())
         .spawn(move || {
@@ -165,7 +168,11 @@ pub fn spawn(
                     continue;
                 }
                 let start = Instant::now();
-                let results = run(&mut networks[batch[0].model], &batch);
+                let network = Arc::clone(&batch[0].network);
+                // Only this thread runs networks: the lock is never contended.
+                let mut net = network.lock().unwrap_or_else(|e| e.into_inner());
+                let results = run(&mut net, &batch);
+                drop(net);
                 metrics.observe_batch(batch.len(), start.elapsed());
                 for (job, result) in batch.into_iter().zip(results) {
                     let _ = job.reply.send(result);
@@ -199,13 +206,36 @@ fn run(net: &mut Stylizer, batch: &[Job]) -> Vec<Result<RgbImage>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use faststyle::checkpoint::{self, ModelInfo};
+    use faststyle::device::Precision;
+    use faststyle::transformer::TransformerNet;
+    use std::sync::Mutex;
 
-    fn job(model: usize, w: u32, h: u32) -> (Job, oneshot::Receiver<Result<RgbImage>>) {
+    /// `n` distinct networks (default weights, through a model file as the server loads them).
+    fn networks(n: usize) -> Vec<Network> {
+        let dir = tempfile::tempdir().unwrap();
+        (0..n)
+            .map(|i| {
+                let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+                let _net = TransformerNet::new(&vs.root());
+                let path = dir.path().join(format!("{i}.safetensors"));
+                let info = ModelInfo {
+                    style: "test".into(),
+                    ..Default::default()
+                };
+                checkpoint::save_model(&path, &vs, &info, tch::Kind::Float).unwrap();
+                let net = Stylizer::load(&path, tch::Device::Cpu, Precision::Fp32).unwrap();
+                Arc::new(Mutex::new(net))
+            })
+            .collect()
+    }
+
+    fn job(model: &Network, w: u32, h: u32) -> (Job, oneshot::Receiver<Result<RgbImage>>) {
         styled(model, StyleMix::One(0), None, w, h)
     }
 
     fn styled(
-        model: usize,
+        model: &Network,
         style: StyleMix,
         choice: Option<&str>,
         w: u32,
@@ -213,7 +243,7 @@ mod tests {
     ) -> (Job, oneshot::Receiver<Result<RgbImage>>) {
         let (reply, rx) = oneshot::channel();
         let job = Job {
-            model,
+            network: Arc::clone(model),
             style,
             choice: choice.map(|c| c.parse().unwrap()),
             rgb: RgbImage::new(w, h),
@@ -225,6 +255,7 @@ mod tests {
     #[test]
     fn a_batch_takes_only_jobs_of_the_same_style_or_the_same_blend() {
         let queue = Queue::new(10, Arc::new(Metrics::default()));
+        let net = &networks(1)[0];
         let half = StyleMix::Blend(vec![0.5, 0.5]);
         let mut receivers = Vec::new();
         for (style, choice) in [
@@ -236,7 +267,7 @@ mod tests {
             (half.clone(), "b:2,a:2"), // the same mix written otherwise
             (StyleMix::One(1), "b"),
         ] {
-            let (j, rx) = styled(0, style, Some(choice), 8, 8);
+            let (j, rx) = styled(net, style, Some(choice), 8, 8);
             queue.push(j).unwrap();
             receivers.push(rx);
         }
@@ -263,14 +294,18 @@ mod tests {
     #[test]
     fn a_batch_takes_only_jobs_of_the_same_model_and_size_in_order() {
         let queue = Queue::new(10, Arc::new(Metrics::default()));
+        let nets = networks(2);
+        let index = |n: &Network| nets.iter().position(|m| Arc::ptr_eq(m, n)).unwrap();
         let mut receivers = Vec::new();
         for (model, w, h) in [(0, 8, 8), (0, 8, 4), (1, 8, 8), (0, 8, 8), (0, 8, 8)] {
-            let (j, rx) = job(model, w, h);
+            let (j, rx) = job(&nets[model], w, h);
             queue.push(j).unwrap();
             receivers.push(rx);
         }
         let sizes = |b: &[Job]| -> Vec<(usize, (u32, u32))> {
-            b.iter().map(|j| (j.model, j.rgb.dimensions())).collect()
+            b.iter()
+                .map(|j| (index(&j.network), j.rgb.dimensions()))
+                .collect()
         };
         let first = queue.take_batch(2).unwrap();
         assert_eq!(sizes(&first), [(0, (8, 8)), (0, (8, 8))]);
@@ -287,9 +322,10 @@ mod tests {
     #[test]
     fn a_full_or_closed_queue_refuses() {
         let queue = Queue::new(1, Arc::new(Metrics::default()));
-        assert!(queue.push(job(0, 1, 1).0).is_ok());
-        assert_eq!(queue.push(job(0, 1, 1).0), Err(Refused::Full));
+        let net = &networks(1)[0];
+        assert!(queue.push(job(net, 1, 1).0).is_ok());
+        assert_eq!(queue.push(job(net, 1, 1).0), Err(Refused::Full));
         queue.close();
-        assert_eq!(queue.push(job(0, 1, 1).0), Err(Refused::Closed));
+        assert_eq!(queue.push(job(net, 1, 1).0), Err(Refused::Closed));
     }
 }

@@ -230,6 +230,16 @@ impl Process {
         Ok((status.success(), messages))
     }
 
+    /// Stops ffmpeg if it still runs, reaps it and waits until all it said is read (for
+    /// [`Process::with_messages`]).
+    pub fn end(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+    }
+
     /// Stops ffmpeg at once (Ctrl-C, or an error elsewhere) and reaps it.
     pub fn kill(mut self) {
         let _ = self.child.kill();

@@ -7,7 +7,8 @@ use super::nut::{self, StreamInfo};
 use crate::model::Stylizer;
 use crate::plan::Job;
 use anyhow::{anyhow, bail, ensure, Context, Result};
-use faststyle::{fsutil, imageio};
+use faststyle::fsutil::{self, WriteError};
+use faststyle::imageio;
 use image::RgbImage;
 use indicatif::ProgressBar;
 use std::io::{BufReader, BufWriter};
@@ -74,8 +75,7 @@ pub fn stylize(
         )
     })?;
     if let Some(parent) = job.output.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("cannot create folder {}", parent.display()))?;
+        fsutil::create_dir_all(parent)?;
     }
     let even = container.needs_even_size();
     let mut decoder = Process::spawn(
@@ -177,6 +177,14 @@ pub fn stylize(
         encoder.kill();
         bail!("interrupted; nothing written");
     }
+    if outcome.is_err() {
+        // A full or read-only output disk ends the encoder first; the rest follows from it.
+        encoder.end();
+        if let Some(err) = encoder.with_messages(|m| disk_failure(m, &job.output)) {
+            decoder.kill();
+            return Err(err);
+        }
+    }
     let (decoded, messages) = match decoder.finish() {
         Ok(done) => done,
         Err(err) => {
@@ -198,6 +206,9 @@ pub fn stylize(
         bail!("corrupt or truncated video: {first}");
     }
     let (encoded, messages) = encoder.finish()?;
+    if let Some(err) = disk_failure(&messages, &job.output).filter(|_| !encoded) {
+        return Err(err);
+    }
     if !encoded {
         bail!(
             "ffmpeg could not encode the result: {}",
@@ -207,16 +218,24 @@ pub fn stylize(
     ensure!(frames > 0, "no video frames could be decoded");
     std::fs::File::open(&tmp_path)
         .and_then(|f| f.sync_all())
-        .with_context(|| format!("cannot sync {}", tmp_path.display()))?;
-    std::fs::rename(&tmp_path, &job.output).with_context(|| {
-        format!(
-            "cannot rename {} to {}",
-            tmp_path.display(),
-            job.output.display()
-        )
-    })?;
+        .and_then(|()| std::fs::rename(&tmp_path, &job.output))
+        .map_err(|e| WriteError::new(&job.output, "write", &e))?;
     tmp.keep();
     Ok(frames)
+}
+
+/// The error of an encoder that could not write the output because the disk is full,
+/// over quota or read-only, from what ffmpeg said (naming the output, not its temporary name).
+fn disk_failure(messages: &Messages, output: &Path) -> Option<anyhow::Error> {
+    use std::io::ErrorKind;
+    [
+        ("No space left on device", ErrorKind::StorageFull),
+        ("Disk quota exceeded", ErrorKind::QuotaExceeded),
+        ("Read-only file system", ErrorKind::ReadOnlyFilesystem),
+    ]
+    .into_iter()
+    .find(|(text, _)| messages.said(text))
+    .map(|(_, kind)| WriteError::of_kind(output, kind).into())
 }
 
 /// A decoding failure in words a user can act on, with ffmpeg's own reason.

@@ -89,6 +89,39 @@ impl Server {
         assert!(status.success(), "kill -{name} failed");
     }
 
+    /// File descriptors the server holds now (Linux: `/proc/PID/fd`).
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .expect("cannot list the server's file descriptors")
+            .count()
+    }
+
+    /// The server's resident memory now and at its peak, in KiB (Linux: `/proc/PID/status`).
+    pub fn memory_kib(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("cannot read the server's status");
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in the server's status"))
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    /// The value of one series in `/metrics` (its name with labels, as printed), if present.
+    pub fn metric(&self, series: &str, token: Option<&str>) -> Option<f64> {
+        let text = get(&format!("{}/metrics", self.url), token).text();
+        metric_in(&text, series)
+    }
+
+    /// Waits up to `limit` for the stderr to contain `text`.
+    pub fn wait_stderr(&self, text: &str, limit: Duration) -> bool {
+        wait_until(limit, || self.stderr().contains(text))
+    }
+
     /// Waits up to `limit` for the process to exit.
     pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
         let start = Instant::now();
@@ -200,4 +233,82 @@ pub fn post(url: &str, body: &[u8], token: Option<&str>) -> Reply {
         request = request.header("Authorization", format!("Bearer {t}"));
     }
     Reply::from(request.send(body).expect("POST failed"))
+}
+
+/// The value of one series (its name with labels, as printed) in a `/metrics` text.
+pub fn metric_in(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Polls `condition` every 50 ms for up to `limit`; whether it became true.
+pub fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if condition() {
+            return true;
+        }
+        if start.elapsed() > limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A small PNG of the test image.
+pub fn png(w: u32, h: u32, seed: u64) -> Vec<u8> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    super::test_image(w, h, seed, 0, 255)
+        .write_to(&mut out, image::ImageFormat::Png)
+        .unwrap();
+    out.into_inner()
+}
+
+/// A plain TCP connection to the server (30 s read timeout), for what an HTTP client would
+/// not send.
+pub fn connect(addr: &str) -> std::net::TcpStream {
+    let stream = std::net::TcpStream::connect(addr).expect("cannot connect to the server");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    stream
+}
+
+/// Reads until the server closes the connection (or resets it): what came, and how long
+/// after the call it closed. Panics when it stays open for 30 s.
+pub fn read_to_close(stream: &mut std::net::TcpStream) -> (Vec<u8>, Duration) {
+    let start = Instant::now();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 64 << 10];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!(
+                "the server kept the connection open ({e}) after {:?}: {:?}",
+                start.elapsed(),
+                String::from_utf8_lossy(&answer)
+            ),
+        }
+    }
+    (answer, start.elapsed())
+}
+
+/// The status of a raw HTTP answer, if it is one.
+pub fn status_of(answer: &[u8]) -> Option<u16> {
+    let text = String::from_utf8_lossy(answer);
+    let mut words = text.split_whitespace();
+    if !words.next()?.starts_with("HTTP/1.") {
+        return None;
+    }
+    words.next()?.parse().ok()
+}
+
+/// The body of a raw HTTP answer (after the blank line), as text.
+pub fn body_of(answer: &[u8]) -> String {
+    let text = String::from_utf8_lossy(answer);
+    text.split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, b)| b.to_string())
 }

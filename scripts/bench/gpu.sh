@@ -1,22 +1,22 @@
 #!/usr/bin/env bash
 # The GPU benchmark suite: faststyle against PyTorch on one CUDA GPU, in the same run, ending
-# with one table of ratios (scripts/bench_table.py). A few minutes on an H100.
+# with one table of ratios (scripts/bench/table.py). A few minutes on an H100.
 #
 #   (a) one forward pass (batch 1) at $SIZES in fp32, fp16 and bf16, ours vs PyTorch eager
-#       (bench_torch_infer.py; same weights; cuDNN benchmark mode on for both)
+#       (torch_infer.py; same weights; cuDNN benchmark mode on for both)
 #   (b) whole training steps, batch 4 at 256², real VGG16: images/s of ours in fp32, bf16 and
-#       fp16 vs bench_torch_train.py --mode faithful and --mode tuned; and the losses of our
+#       fp16 vs torch_train.py --mode faithful and --mode tuned; and the losses of our
 #       mixed-precision runs against fp32 after the same number of steps from the same seed
 #   (c) the data loader alone at 256² on COCO-sized JPEGs, ours vs PyTorch's DataLoader
 #   (d) if target/release/infer is there: `infer` over a folder of those JPEGs (images/s)
 #
-# The GPU machine needs no Rust: build here (scripts/build_bench.sh), then bring along
+# The GPU machine needs no Rust: build here (scripts/bench/build.sh), then bring along
 #   target/release/speed-bench        the benchmark binary (required)
 #   checkpoints/vgg16.safetensors     the real VGG16 weights (required)
 #   datasets/sample                   photos the COCO-like JPEGs are made from (else
 #                                     scikit-image's sample photos, else synthetic pictures)
 #   target/release/infer              optional, for (d)
-# and run `bash scripts/bench_gpu.sh` in the repository root. Binaries are run against the
+# and run `bash scripts/bench/gpu.sh` in the repository root. Binaries are run against the
 # libtorch of the machine's PyTorch (found through $PYTHON, else /opt/torch/.venv/bin/python,
 # else python3): it must be the same PyTorch release the binaries were built with (2.11.0).
 #
@@ -28,7 +28,7 @@
 #   DATA_COUNT=512 (640×480 JPEGs)  LOADER_BATCHES=1000  TORCH_LOADER_BATCHES=250
 #   PARTS=forward,train,loader,infer   RESULTS=DIR   EXPORT_DIR=DIR (copies table + records)
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
 
 DEVICE="${DEVICE:-cuda}"
@@ -81,7 +81,7 @@ case "$torch_version" in
     *) say "warning: $PY has torch $torch_version; the binaries were built against 2.11.0" ;;
 esac
 
-[ -x "$BENCH" ] || die "$BENCH is missing: build it where Rust is (bash scripts/build_bench.sh) and bring it along"
+[ -x "$BENCH" ] || die "$BENCH is missing: build it where Rust is (bash scripts/bench/build.sh) and bring it along"
 [ -f "$VGG" ] || die "$VGG is missing: bring checkpoints/vgg16.safetensors along (bash scripts/setup.sh makes it)"
 [ -f "$STYLE" ] || die "$STYLE is missing"
 "$BENCH" --help >/dev/null || die "$BENCH does not start (libtorch from $torch_lib)"
@@ -158,18 +158,18 @@ if want forward; then
     done
     if [ -n "$square" ]; then
         say "forward $square, $PRECISIONS: PyTorch eager"
-        "$PY" scripts/bench_torch_infer.py --device "$DEVICE" --sizes "$square" --precisions "$PRECISIONS" \
+        "$PY" scripts/bench/torch_infer.py --device "$DEVICE" --sizes "$square" --precisions "$PRECISIONS" \
             --repeat "$REPEAT" --warmup "$WARMUP" --cudnn-benchmark --checkpoint "$model" \
             --json "$RESULTS/forward_torch.json" >&2
     fi
     if [ -n "$rect" ]; then
         say "forward $rect, $PRECISIONS: PyTorch eager"
         "$PY" - "$model" "$DEVICE" "$PRECISIONS" "$rect" "$REPEAT" "$WARMUP" <<'EOF' | tee "$RESULTS/forward_torch_rect.jsonl" >&2
-# bench_torch_infer.py's measurement for W×H inputs (it takes square sizes only).
+# torch_infer.py's measurement for W×H inputs (it takes square sizes only).
 import json, statistics, sys, time
 import torch
-sys.path.insert(0, "scripts")
-import bench_torch_infer as bi
+sys.path.insert(0, "scripts/bench")
+import torch_infer as bi
 ckpt, device, precs, sizes, repeat, warmup = sys.argv[1:7]
 repeat, warmup = int(repeat), int(warmup)
 torch.backends.cudnn.benchmark = True
@@ -219,11 +219,11 @@ if want train; then
             || say "training step $p failed"
     done
     say "training step ${TRAIN_SIZE}², batch 4: PyTorch faithful ($FAITHFUL_ITERS timed)"
-    "$PY" scripts/bench_torch_train.py --dataset "$dataset" --vgg "$VGG" --style "$STYLE" --mode faithful \
+    "$PY" scripts/bench/torch_train.py --dataset "$dataset" --vgg "$VGG" --style "$STYLE" --mode faithful \
         --device "$DEVICE" --batch-size 4 --image-size "$TRAIN_SIZE" --iterations "$FAITHFUL_ITERS" \
         --warmup "$TRAIN_WARMUP" --json "$RESULTS/train_torch_faithful.json" >&2
     say "training step ${TRAIN_SIZE}², batch 4: PyTorch tuned ($TRAIN_ITERS timed, $TORCH_WORKERS workers)"
-    "$PY" scripts/bench_torch_train.py --dataset "$dataset" --vgg "$VGG" --style "$STYLE" --mode tuned \
+    "$PY" scripts/bench/torch_train.py --dataset "$dataset" --vgg "$VGG" --style "$STYLE" --mode tuned \
         --device "$DEVICE" --batch-size 4 --image-size "$TRAIN_SIZE" --iterations "$TRAIN_ITERS" \
         --warmup "$TRAIN_WARMUP" --workers "$TORCH_WORKERS" --json "$RESULTS/train_torch_tuned.json" >&2
 fi
@@ -235,7 +235,7 @@ if want loader; then
         | tee "$RESULTS/loader_faststyle.jsonl" >&2
     for mode in faithful tuned; do
         say "data loading 256², batch 4: PyTorch $mode ($TORCH_LOADER_BATCHES batches)"
-        "$PY" scripts/bench_torch_train.py --loader-only --dataset "$dataset" --mode "$mode" \
+        "$PY" scripts/bench/torch_train.py --loader-only --dataset "$dataset" --mode "$mode" \
             --workers "$TORCH_WORKERS" --iterations "$TORCH_LOADER_BATCHES" --warmup 2 --image-size 256 \
             --batch-size 4 --device "$DEVICE" | tee -a "$RESULTS/loader_torch.jsonl" >&2
     done
@@ -281,7 +281,7 @@ env["suite minutes"] = round((time.time() - int(sys.argv[2])) / 60, 1)
 json.dump(env, open(sys.argv[1], "w"))
 EOF
 title="faststyle vs PyTorch on $DEVICE"
-"$PY" scripts/bench_table.py "$RESULTS" --title "$title" --markdown "$RESULTS/table.md" \
+"$PY" scripts/bench/table.py speed "$RESULTS" --title "$title" --markdown "$RESULTS/table.md" \
     --jsonl "$RESULTS/records.jsonl"
 if [ -n "${EXPORT_DIR:-}" ]; then
     mkdir -p "$EXPORT_DIR"

@@ -9,13 +9,13 @@
 #  3. Each model's held-out content and style losses (quality-bench evaluate), and the time
 #     of a full training step against an add-style step (quality-bench step-time: the two
 #     kinds alternate in one process, so a busy machine slows both alike).
-#  4. A table of the figures (scripts/quality_table.py) and the picture docs/multistyle.jpg.
+#  4. A table of the figures (scripts/bench/table.py quality) and the picture docs/multistyle.jpg.
 #
 # Environment: K (default 150), ADD_STEP (25), OUT (target/quality), HELD_OUT (the photos of
 # datasets/sample kept out of training: chelsea.png coffee.png). Trained models are reused
 # when their run finished, so a second run only evaluates.
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
 K="${K:-150}"
 ADD_STEP="${ADD_STEP:-25}"
@@ -103,7 +103,7 @@ evaluate() {
     --style "$styles/starry-night.jpg" --style-size 256 --vgg "$vgg" --image-size 128 \
     --batch-size 2 --iterations 10 --warmup 2 > "$OUT/step-time.jsonl"
 
-python3 scripts/quality_table.py "$OUT" "$K"
+python3 scripts/bench/table.py quality "$OUT" --k "$K"
 
 # The picture: a held-out photo and both styles of the two-style model.
 first_held="$(set -- $HELD_OUT; echo "$1")"

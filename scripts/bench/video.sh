@@ -1,22 +1,22 @@
 #!/usr/bin/env bash
 # Video benchmark: `infer` on a clip end to end (decode, network, encode, sound copied) against
-# scripts/bench_torch_video.py doing the same job with PyTorch, in the same run, on the same
+# scripts/bench/torch_video.py doing the same job with PyTorch, in the same run, on the same
 # clip and weights; plus the network's own frames/s at that size (speed-bench forward).
 #
-#   DEVICE=cpu  bash scripts/bench_video.sh     # here: 320×240, 4 s, fp32
-#   DEVICE=cuda bash scripts/bench_video.sh     # GPU machine: 1920×1080, 10 s, fp16 (and bf16)
+#   DEVICE=cpu  bash scripts/bench/video.sh     # here: 320×240, 4 s, fp32
+#   DEVICE=cuda bash scripts/bench/video.sh     # GPU machine: 1920×1080, 10 s, fp16 (and bf16)
 #
-# Needs target/release/infer and target/release/speed-bench (bash scripts/build_bench.sh), a
+# Needs target/release/infer and target/release/speed-bench (bash scripts/bench/build.sh), a
 # Python with torch 2.11.0 (PYTHON, else .venv/bin/python, else /opt/torch/.venv/bin/python,
 # else python3) and an ffmpeg with libx264: FASTSTYLE_FFMPEG, else ffmpeg on PATH, else
 # ./bench-ffmpeg, ./bench-ffmpeg.xz or ./bench-ffmpeg.gz in the repository root (a copy carried
 # along, as the GPU machine has none: `xz -T0 -c .venv/bin/ffmpeg > bench-ffmpeg.xz` here, about
 # 50 MB; gzip -9 about 70 MB), else .venv/bin/ffmpeg, else imageio-ffmpeg's (in PYTHON's env).
-# The binaries run against that Python's libtorch (LD_LIBRARY_PATH), as in bench_gpu.sh.
+# The binaries run against that Python's libtorch (LD_LIBRARY_PATH), as in gpu.sh.
 #
 # Settings: SIZE=WxH CLIP_SECONDS=N RATE=30 PRECISIONS=fp32|fp16,bf16 REPEAT=2 RESULTS=DIR
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
 
 DEVICE="${DEVICE:-cpu}"
@@ -57,8 +57,8 @@ if [ -z "$ff" ] && [ -x .venv/bin/ffmpeg ]; then ff="$root/.venv/bin/ffmpeg"; fi
 [ -z "$ff" ] && ff="$("$PY" -c 'import imageio_ffmpeg; print(imageio_ffmpeg.get_ffmpeg_exe())' 2>/dev/null || true)"
 [ -n "$ff" ] && [ -x "$ff" ] || die "no ffmpeg: set FASTSTYLE_FFMPEG, or bring bench-ffmpeg.gz (see the top of this script)"
 export FASTSTYLE_FFMPEG="$ff"
-[ -x "$INFER" ] || die "$INFER is missing (bash scripts/build_bench.sh)"
-[ -x "$BENCH" ] || die "$BENCH is missing (bash scripts/build_bench.sh)"
+[ -x "$INFER" ] || die "$INFER is missing (bash scripts/bench/build.sh)"
+[ -x "$BENCH" ] || die "$BENCH is missing (bash scripts/bench/build.sh)"
 
 mkdir -p "$RESULTS"
 work="target/bench/video"
@@ -93,7 +93,7 @@ for prec in "${precs[@]}"; do
         "$PY" -c "import json; s = $t1 - $t0; print(json.dumps({'bench': 'video', 'impl': 'faststyle',
             'device': '$DEVICE', 'precision': '$prec', 'batch': $batch, 'width': $w, 'height': $h,
             'frames': $frames, 'seconds': s, 'frames_per_s': $frames / s}))" | tee -a "$RESULTS/video.jsonl"
-        "$PY" scripts/bench_torch_video.py "$clip" "$work/torch.mp4" --checkpoint "$model" --device "$DEVICE" \
+        "$PY" scripts/bench/torch_video.py "$clip" "$work/torch.mp4" --checkpoint "$model" --device "$DEVICE" \
             --precision "$prec" --batch "$batch" --ffmpeg "$ff" | tee -a "$RESULTS/video.jsonl"
     done
     say "network alone at $SIZE, $prec"

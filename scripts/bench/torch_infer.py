@@ -1,9 +1,9 @@
 """Inference speed of PyTorch eager TransformerNet, the baseline faststyle's infer is compared with.
 
 usage:
-  bench_torch_infer.py [--checkpoint F] [--sizes 256,512,1024,2048] [--device cpu|cuda]
+  torch_infer.py [--checkpoint F] [--sizes 256,512,1024,2048] [--device cpu|cuda]
                        [--precisions fp32,fp16,bf16] [--repeat N] [--warmup K] [--json OUT]
-  bench_torch_infer.py [--checkpoint F] [--device cpu|cuda] --whole-job IMG OUT
+  torch_infer.py [--checkpoint F] [--device cpu|cuda] --whole-job IMG OUT
 
 Times one forward pass on a 1x3xSxS input per (size, precision) and prints the median.
 --whole-job does the whole job once, as the example's `eval` does: load the model,
@@ -20,7 +20,7 @@ import time
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from torch_net import TransformerNet, transformer_from_file  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}

@@ -1,24 +1,24 @@
 #!/usr/bin/env bash
 # The deployment benchmark on the CPU: faststyle's `infer` path against ONNX Runtime (running
 # the model exported by scripts/export_onnx.py) and PyTorch eager, same weights, same run,
-# ending with one table of ratios (scripts/bench_deploy_table.py).
+# ending with one table of ratios (scripts/bench/table.py deploy).
 #
 #   (a) forward: one forward pass at each of $SIZES with each of $THREADS thread counts:
-#       ours (speed-bench forward), PyTorch eager (bench_torch_infer.py), ONNX Runtime
-#       (bench_onnx.py); a bf16 row for ours when `infer --precision bf16 --device cpu` is
+#       ours (speed-bench forward), PyTorch eager (torch_infer.py), ONNX Runtime
+#       (onnx_runtime.py); a bf16 row for ours when `infer --precision bf16 --device cpu` is
 #       accepted on this CPU (skipped, with the reason, otherwise)
 #   (b) job: the whole job on one photo as a process (load, decode, stylize, encode), wall
 #       time and peak RSS (/usr/bin/time -v), median of $JOB_REPS, ours vs ONNX Runtime vs PyTorch
 #   (c) memory: `infer` on photos of $MEM_SIZES (WxH), tiled (--tile auto) and untiled
 #       (--tile off, where the untiled peak fits the machine), peak RSS and seconds per megapixel
 #
-# usage: scripts/bench_deploy.sh      (run it under `flock -x /tmp/cpu.lock` on a shared machine)
+# usage: scripts/bench/deploy.sh      (run it under `flock -x /tmp/cpu.lock` on a shared machine)
 # Settings (environment): SIZES=512,1024,2048  THREADS=1,$(nproc)  PARTS=forward,job,memory
 #   JOB_IMAGE=datasets/sample/astronaut.png JOB_REPS=3
 #   MEM_SIZES=1024x1024,2048x2048,3840x2160,4000x3000,8000x6000  UNTILED_MAX_MP=13
-#   NO_BUILD=1 (skip scripts/build_bench.sh)   RESULTS=DIR
+#   NO_BUILD=1 (skip scripts/bench/build.sh)   RESULTS=DIR
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
 
 PY="${PYTHON:-$root/.venv/bin/python}"
@@ -38,10 +38,10 @@ say() { echo "bench_deploy: $*" >&2; }
 want() { [[ ",$PARTS," == *",$1,"* ]]; }
 
 if [ "${NO_BUILD:-0}" != 1 ]; then
-    bash scripts/build_bench.sh
+    bash scripts/bench/build.sh
 fi
 for f in "$BENCH" "$INFER"; do
-    [ -x "$f" ] || { say "$f is missing: run scripts/build_bench.sh"; exit 1; }
+    [ -x "$f" ] || { say "$f is missing: run scripts/bench/build.sh"; exit 1; }
 done
 [ -x "$TIME" ] || { say "$TIME is missing (GNU time): apt-get install -y time"; exit 1; }
 "$PY" -c 'import torch, onnxruntime, PIL' || { say "$PY lacks torch, onnxruntime or PIL: bash scripts/setup.sh"; exit 1; }
@@ -93,9 +93,9 @@ if want forward; then
             [ "$bf16" = 1 ] && precisions=fp32,bf16
             OMP_NUM_THREADS=$t "$BENCH" forward --sizes "$s" --device cpu --precisions "$precisions" \
                 --repeat $rep --warmup 1 --checkpoint "$model" | tee -a "$RESULTS/forward_faststyle.jsonl" >&2
-            "$PY" scripts/bench_torch_infer.py --sizes "$s" --device cpu --precisions fp32 --threads "$t" \
+            "$PY" scripts/bench/torch_infer.py --sizes "$s" --device cpu --precisions fp32 --threads "$t" \
                 --repeat $rep --warmup 1 --checkpoint "$model" --json "$RESULTS/forward_torch_${s}_$t.json" >&2
-            "$PY" scripts/bench_onnx.py "$onnx" --sizes "$s" --threads "$t" --repeat $rep --warmup 1 \
+            "$PY" scripts/bench/onnx_runtime.py "$onnx" --sizes "$s" --threads "$t" --repeat $rep --warmup 1 \
                 --json "$RESULTS/forward_onnx.jsonl" >&2
         done
     done
@@ -105,8 +105,8 @@ if want job; then
     out="$work/job-out"
     mkdir -p "$out"
     ours=("$INFER" --checkpoint "$model" "$JOB_IMAGE" --device cpu)
-    onnxjob=("$PY" scripts/bench_onnx.py "$onnx" --whole-job "$JOB_IMAGE")
-    torchjob=("$PY" scripts/bench_torch_infer.py --checkpoint "$model" --device cpu --whole-job "$JOB_IMAGE")
+    onnxjob=("$PY" scripts/bench/onnx_runtime.py "$onnx" --whole-job "$JOB_IMAGE")
+    torchjob=("$PY" scripts/bench/torch_infer.py --checkpoint "$model" --device cpu --whole-job "$JOB_IMAGE")
     say "whole job on $JOB_IMAGE: $JOB_REPS runs each, alternating"
     "${ours[@]}" --output "$out/warm.png"; "${onnxjob[@]}" "$out/warm-onnx.png"; "${torchjob[@]}" "$out/warm-torch.png"
     for i in $(seq 1 "$JOB_REPS"); do
@@ -152,5 +152,5 @@ PYEOF
     done
 fi
 
-"$PY" scripts/bench_deploy_table.py "$RESULTS" --markdown "$RESULTS/table.md"
+"$PY" scripts/bench/table.py deploy "$RESULTS" --markdown "$RESULTS/table.md"
 say "results in $RESULTS"

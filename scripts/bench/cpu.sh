@@ -1,27 +1,27 @@
 #!/usr/bin/env bash
 # The CPU benchmark suite: faststyle against PyTorch eager (the project's .venv torch) on this
-# machine, in the same run, ending with one table of ratios (scripts/bench_table.py).
+# machine, in the same run, ending with one table of ratios (scripts/bench/table.py).
 #
-#   (a) one forward pass of the transformer at each of $SIZES, ours vs bench_torch_infer.py
+#   (a) one forward pass of the transformer at each of $SIZES, ours vs torch_infer.py
 #   (b) the whole `infer` job on one photo as a process (load, decode, forward, encode):
 #       wall time and peak RSS from /usr/bin/time -v, median of $JOB_REPS runs, ours vs
-#       bench_torch_infer.py --whole-job
+#       torch_infer.py --whole-job
 #   (c) training steps, batch 4 at $TRAIN_SIZE² with the real VGG16: images/s, ours vs
-#       bench_torch_train.py --mode faithful and --mode tuned
+#       torch_train.py --mode faithful and --mode tuned
 #   (d) the data loader alone at 256², ours vs PyTorch's DataLoader (0 and $TORCH_WORKERS workers)
 #
-# usage: scripts/bench_cpu.sh            (about 8-10 minutes on a 2-core machine)
+# usage: scripts/bench/cpu.sh            (about 8-10 minutes on a 2-core machine)
 # Settings (environment):
 #   SIZES=256,512,1024      forward sizes (S or WxH); add 2048 for the full set (+ ~6 min here)
 #   PARTS=forward,job,train,loader     which parts to run
 #   JOB_IMAGE=datasets/sample/astronaut.png   JOB_REPS=5
 #   TRAIN_SIZE=128 TRAIN_ITERS=8 TRAIN_WARMUP=2
 #   LOADER_BATCHES=150 DATA_COUNT=64   (COCO-like 640×480 JPEGs made from datasets/sample)
-#   TORCH_WORKERS=$(nproc)   NO_BUILD=1 (skip scripts/build_bench.sh)   RESULTS=DIR
+#   TORCH_WORKERS=$(nproc)   NO_BUILD=1 (skip scripts/bench/build.sh)   RESULTS=DIR
 #   QUIET_WAIT=0   on a shared machine: before each part, wait up to this many seconds for
 #                  the CPUs to be idle (under 15% busy over 3 s); how busy they were is logged
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
 
 PY="${PYTHON:-$root/.venv/bin/python}"
@@ -69,10 +69,10 @@ quiet() {
 }
 
 if [ "${NO_BUILD:-0}" != 1 ]; then
-    bash scripts/build_bench.sh
+    bash scripts/bench/build.sh
 fi
 for f in "$BENCH" "$INFER"; do
-    [ -x "$f" ] || { say "$f is missing: run scripts/build_bench.sh (or scripts/setup.sh)"; exit 1; }
+    [ -x "$f" ] || { say "$f is missing: run scripts/bench/build.sh (or scripts/setup.sh)"; exit 1; }
 done
 [ -f "$VGG" ] || { say "$VGG is missing: bash scripts/setup.sh fetches it"; exit 1; }
 if want job && [ ! -x "$TIME" ]; then
@@ -123,10 +123,10 @@ if want forward; then
             --checkpoint "$model" | tee -a "$RESULTS/forward_faststyle.jsonl" >&2
         if [ "$w" = "$h" ]; then
             say "forward $s: PyTorch eager"
-            "$PY" scripts/bench_torch_infer.py --sizes "$w" --device cpu --precisions fp32 \
+            "$PY" scripts/bench/torch_infer.py --sizes "$w" --device cpu --precisions fp32 \
                 --repeat $rep --warmup $warm --checkpoint "$model" --json "$RESULTS/forward_torch_$s.json" >&2
         else
-            say "forward $s: bench_torch_infer.py takes square sizes only; PyTorch skipped"
+            say "forward $s: torch_infer.py takes square sizes only; PyTorch skipped"
         fi
     done
 fi
@@ -138,7 +138,7 @@ if want job; then
     out="$work/job-out"
     mkdir -p "$out"
     ours=("$INFER" --checkpoint "$model" "$JOB_IMAGE" --device cpu)
-    theirs=("$PY" scripts/bench_torch_infer.py --checkpoint "$model" --device cpu --whole-job "$JOB_IMAGE")
+    theirs=("$PY" scripts/bench/torch_infer.py --checkpoint "$model" --device cpu --whole-job "$JOB_IMAGE")
     say "whole job on $JOB_IMAGE: $JOB_REPS runs each"
     rm -f "$out"/*.png
     "${ours[@]}" --output "$out/warm-ours.png"
@@ -171,7 +171,7 @@ if want train; then
         | tee "$RESULTS/train_faststyle_fp32.jsonl" >&2
     for mode in faithful tuned; do
         say "training step ${TRAIN_SIZE}², batch 4: PyTorch $mode"
-        "$PY" scripts/bench_torch_train.py --dataset "$dataset" --vgg "$VGG" --style "$STYLE" --mode $mode \
+        "$PY" scripts/bench/torch_train.py --dataset "$dataset" --vgg "$VGG" --style "$STYLE" --mode $mode \
             --device cpu --batch-size 4 --image-size "$TRAIN_SIZE" --iterations "$TRAIN_ITERS" \
             --warmup "$TRAIN_WARMUP" --workers "$TORCH_WORKERS" --json "$RESULTS/train_torch_$mode.json" >&2
     done
@@ -185,7 +185,7 @@ if want loader; then
         | tee "$RESULTS/loader_faststyle.jsonl" >&2
     for mode in faithful tuned; do
         say "data loading 256², batch 4: PyTorch $mode"
-        "$PY" scripts/bench_torch_train.py --loader-only --dataset "$dataset" --mode "$mode" \
+        "$PY" scripts/bench/torch_train.py --loader-only --dataset "$dataset" --mode "$mode" \
             --workers "$TORCH_WORKERS" --iterations "$LOADER_BATCHES" --warmup 2 --image-size 256 \
             --batch-size 4 --device cpu | tee -a "$RESULTS/loader_torch.jsonl" >&2
     done
@@ -198,6 +198,6 @@ env["load average at end"] = round(os.getloadavg()[0], 2)
 env["suite minutes"] = round((time.time() - int(sys.argv[2])) / 60, 1)
 json.dump(env, open(sys.argv[1], "w"))
 EOF
-"$PY" scripts/bench_table.py "$RESULTS" --title "faststyle vs PyTorch on the CPU" \
+"$PY" scripts/bench/table.py speed "$RESULTS" --title "faststyle vs PyTorch on the CPU" \
     --markdown "$RESULTS/table.md" --jsonl "$RESULTS/records.jsonl"
 say "results in $RESULTS (table.md, records.jsonl, raw files)"

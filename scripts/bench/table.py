@@ -1,15 +1,21 @@
-"""Joins the results of a benchmark run (faststyle's speed-bench and the PyTorch baselines)
-into one table, each figure of ours beside its PyTorch baseline with the ratio.
+"""The benchmark harness's one table writer: joins a run's results into markdown tables, each
+figure of ours beside its baseline with the ratio.
 
-usage: bench_table.py RESULTS_DIR [--markdown OUT] [--jsonl OUT]
+usage:
+  table.py speed RESULTS_DIR [--title T] [--markdown OUT] [--jsonl OUT]   (cpu.sh, gpu.sh)
+  table.py deploy RESULTS_DIR [--markdown OUT]                            (deploy.sh)
+  table.py quality OUT_DIR --k K                                          (quality_cpu.sh)
 
-RESULTS_DIR holds what scripts/bench_cpu.sh or scripts/bench_gpu.sh wrote:
+speed: RESULTS_DIR holds what scripts/bench/cpu.sh or gpu.sh wrote:
   *.jsonl    one JSON object per line with "bench" and "impl" (speed-bench's output, and the
              small PyTorch helpers of the bench scripts)
-  *.json     bench_torch_infer.py --json (has "results") or bench_torch_train.py --json
-             (has "mode")
+  *.json     torch_infer.py --json (has "results") or torch_train.py --json (has "mode")
   job_IMPL_N.time   `/usr/bin/time -v` output of one whole-process job
   env.json   the machine (optional)
+deploy: faststyle against ONNX Runtime and PyTorch eager on the CPU (forward passes per size
+  and thread count, the whole job as processes) and the memory of tiled and untiled `infer`.
+quality: OUT/evaluate.jsonl (`quality-bench evaluate` lines) and OUT/step-time.jsonl
+  (`quality-bench step-time`); K: the iterations of each one-style model (two-style: 2K).
 
 The ratio is always "how many times better faststyle is": baseline time / our time,
 our rate / baseline rate, baseline memory / our memory. Above 1 means faststyle wins.
@@ -53,13 +59,13 @@ def load(results):
                 d = json.load(f)
             except ValueError:
                 continue
-        if "results" in d:  # bench_torch_infer.py
+        if "results" in d:  # torch_infer.py
             for r in d["results"]:
                 recs.append({"bench": "forward", "impl": "pytorch", "device": d.get("device"),
                              "width": r["size"], "height": r["size"], "precision": r["precision"],
                              "median_ms": r.get("median_ms"), "error": r.get("error"),
                              "threads": d.get("threads"), "_file": os.path.basename(path)})
-        elif "mode" in d:  # bench_torch_train.py
+        elif "mode" in d:  # torch_train.py
             impl = "pytorch-" + d["mode"]
             cuda = str(d.get("device", "cpu")).startswith("cuda")
             prec = "bf16-autocast" if d["mode"] == "tuned" and cuda else "fp32"
@@ -244,7 +250,7 @@ def loader_rows(t, recs):
         what = (f"data loading alone {r['image_size']}², batch {r['batch_size']} "
                 f"({r.get('threads')} threads, {r.get('files')} files)")
         matched = False
-        # Prefer a dedicated loader measurement over the one bench_torch_train.py made on the
+        # Prefer a dedicated loader measurement over the one torch_train.py made on the
         # way (that one may be at another image size).
         for name in ("pytorch-faithful", "pytorch-tuned"):
             cands = [b for b in base if b["impl"] == name and b["image_size"] == r["image_size"]]
@@ -309,19 +315,32 @@ def loss_rows(t, recs):
     return lines
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("results")
-    ap.add_argument("--markdown", help="also write the table here")
-    ap.add_argument("--jsonl", help="also write every normalised record here")
-    ap.add_argument("--title", default="faststyle vs PyTorch")
-    a = ap.parse_args()
+def ratio(base, ours):
+    return "—" if not base or not ours else f"{base / ours:.2f}×"
+
+
+def machine(results):
+    """The lines naming the machine, from RESULTS/env.json when the run wrote one."""
+    path = os.path.join(results, "env.json")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        env = json.load(f)
+    return ["Machine: " + "; ".join(f"{k} {v}" for k, v in env.items()), ""]
+
+
+def write(lines, markdown=None):
+    """Prints the table, and writes it to `markdown` too when given."""
+    text = "\n".join(lines) + "\n"
+    sys.stdout.write(text)
+    if markdown:
+        with open(markdown, "w") as f:
+            f.write(text)
+
+
+def speed(a):
     recs = load(a.results)
-    env = {}
-    env_path = os.path.join(a.results, "env.json")
-    if os.path.exists(env_path):
-        with open(env_path) as f:
-            env = json.load(f)
+    env = machine(a.results)
     cuda = any(str(r.get("device", "")).startswith("cuda") for r in recs)
     targets = {"pytorch-faithful": 3.0, "pytorch-tuned": 1.5} if cuda else \
         {"pytorch-faithful": 1.2, "pytorch-tuned": 1.2}
@@ -339,25 +358,167 @@ def main():
             f"{r['part']} {r['cpu_busy_percent']}%" + (f" after waiting {r['waited_s']} s" if r.get("waited_s") else "")
             for r in busy))
 
-    out = [f"## {a.title}", ""]
-    if env:
-        out.append("Machine: " + "; ".join(f"{k} {v}" for k, v in env.items()))
-        out.append("")
-    out.append(t.markdown())
+    out = [f"## {a.title}", ""] + env + [t.markdown()]
     if loss_lines:
         out += ["", "| mixed precision loss check (same seed, same data) | fp32 vs mixed | |",
                 "|---|---|---|"] + loss_lines
     if t.notes:
         out += [""] + [f"- {n}" for n in t.notes]
-    text = "\n".join(out) + "\n"
-    sys.stdout.write(text)
-    if a.markdown:
-        with open(a.markdown, "w") as f:
-            f.write(text)
+    write(out, a.markdown)
     if a.jsonl:
         with open(a.jsonl, "w") as f:
             for r in recs:
                 f.write(json.dumps(r) + "\n")
+
+
+def forward_table(recs):
+    fw = [r for r in recs if r.get("bench") == "forward" and r.get("median_ms")]
+    by = {(r["impl"], r["width"], r["threads"], r["precision"]): r["median_ms"] for r in fw}
+    keys = sorted({(r["width"], r["threads"]) for r in fw})
+    lines = ["| forward pass | threads | faststyle fp32 | ONNX Runtime | PyTorch eager | vs ONNX Runtime | vs PyTorch | faststyle bf16 | bf16 vs ONNX Runtime |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for size, threads in keys:
+        ours = by.get(("faststyle", size, threads, "fp32"))
+        ort = by.get(("onnxruntime", size, threads, "fp32"))
+        torch = by.get(("pytorch", size, threads, "fp32"))
+        bf16 = by.get(("faststyle", size, threads, "bf16"))
+        lines.append(f"| {size}² | {threads} | {fmt(ours, 'ms')} | {fmt(ort, 'ms')} | {fmt(torch, 'ms')} | {ratio(ort, ours)} | "
+                     f"{ratio(torch, ours)} | {fmt(bf16, 'ms')} | {ratio(ort, bf16)} |")
+    return lines
+
+
+def job_table(results):
+    by = {}
+    for path in glob.glob(os.path.join(results, "job_*.time")):
+        m = re.match(r"job_(.+)_(\d+)\.time$", os.path.basename(path))
+        t = parse_time_v(path)
+        if m and t and t.get("exit", 0) == 0:
+            by.setdefault(m.group(1), []).append(t)
+    if "faststyle" not in by:
+        return []
+
+    def med(impl, key):
+        v = [t[key] for t in by.get(impl, [])]
+        return statistics.median(v) if v else None
+
+    lines = ["| whole job (process) | faststyle | ONNX Runtime | PyTorch eager | vs ONNX Runtime | vs PyTorch |",
+             "|---|---|---|---|---|---|"]
+    o, r, p = med("faststyle", "wall_s"), med("onnxruntime", "wall_s"), med("pytorch", "wall_s")
+    s = [fmt(v, "s") for v in (o, r, p)]
+    lines.append(f"| wall, median of {len(by['faststyle'])} | {' | '.join(s)} | {ratio(r, o)} | {ratio(p, o)} |")
+    o, r, p = (med(i, "max_rss_kb") for i in ("faststyle", "onnxruntime", "pytorch"))
+    mib = [fmt(None if v is None else v / 1024, "MiB") for v in (o, r, p)]
+    lines.append(f"| peak RSS | {' | '.join(mib)} | {ratio(r, o)} | {ratio(p, o)} |")
+    return lines
+
+
+def memory_table(results, recs):
+    rows = {}
+    for path in glob.glob(os.path.join(results, "mem_*.time")):
+        m = re.match(r"mem_(\d+)x(\d+)_(\w+)\.time$", os.path.basename(path))
+        t = parse_time_v(path)
+        if m and t:
+            rows.setdefault((int(m.group(1)), int(m.group(2))), {})[m.group(3)] = t
+    if not rows:
+        return []
+    diffs = {r["size"]: r for r in recs if r.get("bench") == "tiled-diff"}
+    lines = ["| photo | MP | untiled peak RSS | untiled s/MP | tiled (auto) peak RSS | tiled s/MP | tiled/untiled time | max diff |",
+             "|---|---|---|---|---|---|---|---|"]
+    for (w, h), modes in sorted(rows.items(), key=lambda kv: kv[0][0] * kv[0][1]):
+        mp = w * h / 1e6
+
+        def cell(mode):
+            t = modes.get(mode)
+            if not t or t.get("exit", 0) != 0:
+                return "—", "—", None
+            return f"{t['max_rss_kb'] / 1024:.0f} MiB", f"{t['wall_s'] / mp:.2f}", t["wall_s"] / mp
+        off_rss, off_s, off_v = cell("off")
+        on_rss, on_s, on_v = cell("auto")
+        rel = f"{on_v / off_v:.2f}×" if on_v and off_v else "—"
+        d = diffs.get(f"{w}x{h}")
+        diff = f"{d['max']}/255 ({100 * d['share_differing']:.2f}% differ)" if d else "—"
+        lines.append(f"| {w}×{h} | {mp:.1f} | {off_rss} | {off_s} | {on_rss} | {on_s} | {rel} | {diff} |")
+    return lines
+
+
+def deploy(a):
+    recs = load(a.results)
+    out = ["## faststyle vs ONNX Runtime and PyTorch on the CPU", ""] + machine(a.results)
+    for part in (forward_table(recs), job_table(a.results), memory_table(a.results, recs)):
+        if part:
+            out += part + [""]
+    out += [f"- {r['text']}" for r in recs if r.get("bench") == "note"]
+    write(out, a.markdown)
+
+
+def jsonl(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def quality(a):
+    out, k = a.results, a.k
+    rows = jsonl(os.path.join(out, "evaluate.jsonl"))
+    by = {(os.path.basename(r["model"]), r["style"]): r for r in rows}
+    one = {"udnie": by[("udnie.safetensors", "udnie")],
+           "starry-night": by[("starry-night.safetensors", "starry-night")]}
+    two = {s: by[("udnie+starry-night.safetensors", s)] for s in one}
+
+    print(f"Held-out losses ({rows[0]['photos']} photos): two-style model, {2 * k} iterations, "
+          f"against one-style models of {k} iterations each\n")
+    print("| style | one-style content | two-style content | ratio | one-style style | two-style style | ratio |")
+    print("|---|---|---|---|---|---|---|")
+    for s in one:
+        a, b = one[s], two[s]
+        print(f"| {s} | {a['content']:.4g} | {b['content']:.4g} | {b['content'] / a['content']:.3f} "
+              f"| {a['style_loss']:.4g} | {b['style_loss']:.4g} | {b['style_loss'] / a['style_loss']:.3f} |")
+
+    steps = {r["kind"]: r for r in jsonl(os.path.join(out, "step-time.jsonl")) if "kind" in r}
+    t_full, t_add = steps["full"]["ms_per_step"], steps["add-style"]["ms_per_step"]
+    ref = one["starry-night"]
+    print(f"\nstarry-night added to the one-style udnie model ({k} iterations) against "
+          f"starry-night from scratch ({k} iterations: content {ref['content']:.4g}, "
+          f"style {ref['style_loss']:.4g}, total {ref['total']:.4g}); a full step "
+          f"{t_full:.0f} ms, an add-style step {t_add:.0f} ms\n")
+    print("| add-style iterations | content | style | total | total vs scratch | wall time vs scratch |")
+    print("|---|---|---|---|---|---|")
+    added = sorted((int(m[len("add-"):-len(".safetensors")]), r) for (m, s), r in by.items()
+                   if m.startswith("add-"))
+    both = total = None
+    for n, r in added:
+        wall = n * t_add / (k * t_full)
+        print(f"| {n} | {r['content']:.4g} | {r['style_loss']:.4g} | {r['total']:.4g} "
+              f"| {r['total'] / ref['total']:.3f} | {wall:.3f} |")
+        if both is None and r["content"] <= ref["content"] and r["style_loss"] <= ref["style_loss"]:
+            both = (n, wall)
+        if total is None and r["total"] <= ref["total"]:
+            total = (n, wall)
+    for what, hit in [("both losses at or below", both), ("total loss at or below", total)]:
+        if hit:
+            print(f"\n{what} the from-scratch model's after {hit[0]} iterations: "
+                  f"{hit[1]:.3f} of its wall time")
+        else:
+            print(f"\n{what} the from-scratch model's: not within {k} iterations")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog=__doc__.split("\n\n", 1)[1])
+    sub = ap.add_subparsers(dest="suite", required=True)
+    s = sub.add_parser("speed", help="cpu.sh / gpu.sh: faststyle against PyTorch")
+    s.add_argument("results")
+    s.add_argument("--markdown", help="also write the table here")
+    s.add_argument("--jsonl", help="also write every normalised record here")
+    s.add_argument("--title", default="faststyle vs PyTorch")
+    d = sub.add_parser("deploy", help="deploy.sh: against ONNX Runtime and PyTorch, memory")
+    d.add_argument("results")
+    d.add_argument("--markdown", help="also write the table here")
+    q = sub.add_parser("quality", help="quality_cpu.sh: held-out losses, add-style")
+    q.add_argument("results")
+    q.add_argument("--k", type=int, required=True, help="iterations of each one-style model")
+    a = ap.parse_args()
+    {"speed": speed, "deploy": deploy, "quality": quality}[a.suite](a)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Training throughput of PyTorch, the baseline faststyle's train is compared with.
 
 usage:
-  bench_torch_train.py --dataset DIR --vgg F --style IMG [--mode faithful|tuned]
+  torch_train.py --dataset DIR --vgg F --style IMG [--mode faithful|tuned]
                        [--device cpu|cuda] [--batch-size 4] [--image-size 256]
                        [--iterations N] [--warmup K] [--workers W] [--json OUT]
 
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from torch_net import TransformerNet, Vgg16, gram_matrix, normalize_batch  # noqa: E402
 
 # torchvision's IMG_EXTENSIONS

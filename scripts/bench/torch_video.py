@@ -1,7 +1,7 @@
 """The PyTorch baseline of `infer` on a video: the same job done the usual way, to time against.
 
 usage:
-  bench_torch_video.py INPUT OUTPUT --checkpoint MODEL.safetensors [--device cpu|cuda]
+  torch_video.py INPUT OUTPUT --checkpoint MODEL.safetensors [--device cpu|cuda]
                        [--precision fp32|fp16|bf16] [--batch N] [--crf 18] [--ffmpeg PATH] [--json OUT]
 
 An ffmpeg decodes INPUT to raw RGB frames on a pipe; the PyTorch fast-neural-style example's
@@ -24,7 +24,7 @@ t_start = time.perf_counter()
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from torch_net import transformer_from_file  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}

@@ -4,11 +4,11 @@
 # status counts at a concurrency the queue holds and at an overload, the server's peak memory,
 # and as the baseline measured in the same run, `infer` itself over the same photos as files.
 #
-#   bash scripts/bench_serve.sh [MODEL.safetensors]     # default: a random-weight model
+#   bash scripts/bench/serve.sh [MODEL.safetensors]     # default: a random-weight model
 #
 # On the CPU here: cargo build --release; cargo install oha (or OHA=path). On a GPU machine
 # with PyTorch 2.11.0 but no Rust: bring target/release/infer, the oha binary (OHA=path),
-# scripts/ and datasets/sample (or PHOTO=file), and run `DEVICE=cuda bash scripts/bench_serve.sh`;
+# scripts/ and datasets/sample (or PHOTO=file), and run `DEVICE=cuda bash scripts/bench/serve.sh`;
 # the binaries run against that machine's libtorch (LD_LIBRARY_PATH to torch's lib).
 #
 # Settings (environment), defaults for DEVICE=cpu / DEVICE=cuda:
@@ -19,7 +19,7 @@
 #   BASELINE=16 / 200 files          LIMIT=240 s per load run
 #   INFER=target/release/infer  OHA=oha  PYTHON=(a Python with torch)  RESULTS=DIR
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
 
 DEVICE="${DEVICE:-cpu}"

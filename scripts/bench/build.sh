@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Builds the release binaries and the speed benchmark, and copies the benchmark executable to
 # a stable path, target/release/speed-bench (cargo names it target/release/deps/speed-HASH).
-# Used by scripts/bench_cpu.sh; run it here before carrying binaries to a GPU machine.
+# Used by scripts/bench/cpu.sh; run it here before carrying binaries to a GPU machine.
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
 # tch finds libtorch through .cargo/config.toml (the .venv/libtorch link that setup.sh makes),
 # as for every other build of the project.

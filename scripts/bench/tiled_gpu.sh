@@ -4,13 +4,13 @@
 # small enough for it, and the tiled/untiled difference.
 #
 # Runs on a machine with an NVIDIA GPU and PyTorch 2.11.0 but no Rust: build here with
-# `bash scripts/build_bench.sh`, bring target/release/infer and this repository's scripts/ and
+# `bash scripts/bench/build.sh`, bring target/release/infer and this repository's scripts/ and
 # datasets/sample; LD_LIBRARY_PATH is set to that machine's torch lib folder.
 #
-# usage: DEVICE=cuda PRECISION=fp16 bash scripts/tiled_gpu.sh
-#        DEVICE=cpu PRECISION=fp32 SIZES=2000x1500 SMALL=600x400 bash scripts/tiled_gpu.sh   (a check)
+# usage: DEVICE=cuda PRECISION=fp16 bash scripts/bench/tiled_gpu.sh
+#        DEVICE=cpu PRECISION=fp32 SIZES=2000x1500 SMALL=600x400 bash scripts/bench/tiled_gpu.sh   (a check)
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
 PY="${PYTHON:-$root/.venv/bin/python}"
 DEVICE="${DEVICE:-cuda}"
@@ -27,13 +27,13 @@ model="$work/random-style.safetensors"
 "$PY" - "$model" <<'PYEOF'
 import os, sys
 sys.path.insert(0, "scripts")
-import torch, st
-from torch_net import TransformerNet
+import torch
+from torch_net import TransformerNet, save
 torch.manual_seed(0)
 sd = TransformerNet().state_dict()
 sd["deconv3.conv2d.weight"] *= 40  # outputs spread over 0…255, so that differences show
 sd["deconv3.conv2d.bias"] += 128
-st.save(sys.argv[1], sd, {"format": "faststyle.transformer", "style": "random"})
+save(sys.argv[1], sd, {"format": "faststyle.transformer", "style": "random"})
 PYEOF
 
 photo() {  # photo WxH -> path (a sample photo resized)

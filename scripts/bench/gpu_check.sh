@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # CUDA correctness checks (not a benchmark), for a machine with an NVIDIA GPU and PyTorch 2.11.0
-# but no Rust, like scripts/bench_gpu.sh: bring target/release/{train,infer},
-# checkpoints/vgg16.safetensors and datasets/sample, and run `bash scripts/gpu_check.sh`.
+# but no Rust, like scripts/bench/gpu.sh: bring target/release/{train,infer},
+# checkpoints/vgg16.safetensors and datasets/sample, and run `bash scripts/bench/gpu_check.sh`.
 #
 #   (1) train --device cuda on the sample photos, real VGG16, in fp32, bf16 and fp16 from the
 #       same seed: the mean losses of the last steps of each against fp32 (target: within 1%)
@@ -12,7 +12,7 @@
 #
 # Settings: ITERS=200 SIZE=256 BATCH=4 PHOTOS=datasets/sample STYLE=datasets/styles/udnie.jpg
 set -uo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
 ITERS="${ITERS:-200}"
 SIZE="${SIZE:-256}"

@@ -1,9 +1,9 @@
 """ONNX Runtime running an exported style model (scripts/export_onnx.py): the baseline that
-faststyle's CPU path is compared with in scripts/bench_deploy.sh.
+faststyle's CPU path is compared with in scripts/bench/deploy.sh.
 
 usage:
-  bench_onnx.py MODEL.onnx [--sizes 512,1024,2048] [--threads N] [--repeat N] [--warmup K] [--json OUT]
-  bench_onnx.py MODEL.onnx [--threads N] --whole-job IMG OUT
+  onnx_runtime.py MODEL.onnx [--sizes 512,1024,2048] [--threads N] [--repeat N] [--warmup K] [--json OUT]
+  onnx_runtime.py MODEL.onnx [--threads N] --whole-job IMG OUT
 
 Times one forward pass on a 1x3xSxS input per size and prints the median. --whole-job does
 the whole job once, as an application would: create the session, decode IMG, run, round,
