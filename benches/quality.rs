@@ -223,6 +223,7 @@ fn step_time(a: &StepTimeArgs) -> Result<()> {
                 device,
                 pinned_copies: false,
                 draws: Default::default(),
+                shard: None,
             };
             let t0 = Instant::now();
             let losses = step.run(&batch, adam, &mut scaler)?;

@@ -438,6 +438,7 @@ fn train_step(a: &TrainStepArgs) -> Result<()> {
         device,
         pinned_copies: !a.no_pin,
         draws: Default::default(),
+        shard: None,
     };
     // Losses stay on the device: no host synchronisation inside the timed steps.
     let mut sums = Tensor::zeros([4], (Kind::Float, device));

@@ -21,7 +21,7 @@ mod shard;
 mod sheet;
 mod video;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Parser;
 use faststyle::device::{self, DeviceChoice, Precision};
 use faststyle::fsutil;

@@ -13,3 +13,12 @@ if torch.__version__.split("+")[0] != "2.11.0":
     sys.exit(f"torch {torch.__version__} installed, 2.11.0 needed")
 for name in REQUIRED:
     importlib.import_module(name)
+# A CUDA build of torch: the headers of the NCCL backend of distributed training (build.rs).
+if torch.version.cuda and sys.platform == "linux":
+    from importlib.metadata import PackageNotFoundError, version
+
+    for package in ["nvidia-cuda-crt", "nvidia-cuda-cccl"]:
+        try:
+            version(package)
+        except PackageNotFoundError:
+            sys.exit(f"{package} is not installed")

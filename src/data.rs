@@ -2,6 +2,7 @@
 //! shuffling per epoch, and batching ahead of the network on worker threads (`loader`).
 mod loader;
 mod photo;
+mod slice;
 
 pub use photo::{Crop, MAX_CROP_ASPECT, MIN_CROP_AREA};
 
@@ -14,6 +15,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use tch::{Device, Tensor};
@@ -115,6 +117,19 @@ pub struct Batch {
     pub next: Position,
     /// Photos that failed to load while this batch was assembled, with the reason.
     pub skipped: Vec<(PathBuf, String)>,
+    /// Where these photos start in the global batch they belong to (0 unless sliced).
+    pub offset: usize,
+    /// Photos of that global batch's stretch of the order (N, unless sliced).
+    pub global: usize,
+}
+
+/// The part of every global batch that one of `world` data-parallel processes trains on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slice {
+    /// This process's rank, from 0.
+    pub rank: usize,
+    /// Processes in all; the batch size divides by it.
+    pub world: usize,
 }
 
 /// Settings of the loader; `LoaderConfig { batch_size: 8, ..Default::default() }` names only
@@ -165,8 +180,16 @@ impl LoaderConfig {
 /// Batches of photos in the epochs' orders, decoded on worker threads ahead of the network.
 pub struct Loader {
     rx: Option<Receiver<Batch>>,
-    shared: Arc<loader::Shared>,
+    stop: Stop,
     threads: Vec<JoinHandle<()>>,
+}
+
+/// How a loader's threads are told to stop.
+enum Stop {
+    /// The workers and reassembler of [`Loader::start`].
+    Shared(Arc<loader::Shared>),
+    /// The one thread of [`Loader::start_slice`].
+    Flag(Arc<AtomicBool>),
 }
 
 impl Loader {
@@ -183,8 +206,29 @@ impl Loader {
         let threads = loader::spawn(shared.clone(), tx);
         Self {
             rx: Some(rx),
-            shared,
+            stop: Stop::Shared(shared),
             threads,
+        }
+    }
+
+    /// Like [`Loader::start`], but yielding only `slice`'s part of each global batch (see
+    /// [`slice`]); one process (`world` 1) is [`Loader::start`]. Centre crops only, unpinned.
+    pub fn start_slice(
+        dataset: Arc<Dataset>,
+        config: LoaderConfig,
+        start: Position,
+        slice: Slice,
+    ) -> Self {
+        if slice.world <= 1 {
+            return Self::start(dataset, config, start);
+        }
+        let (tx, rx) = sync_channel(config.prefetch.max(1));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = slice::spawn(dataset, config, start, slice, stop.clone(), tx);
+        Self {
+            rx: Some(rx),
+            stop: Stop::Flag(stop),
+            threads: vec![thread],
         }
     }
 
@@ -197,7 +241,10 @@ impl Loader {
 
 impl Drop for Loader {
     fn drop(&mut self) {
-        self.shared.request_stop();
+        match &self.stop {
+            Stop::Shared(shared) => shared.request_stop(),
+            Stop::Flag(flag) => flag.store(true, Ordering::Relaxed),
+        }
         // Dropping the receiver unblocks a reassembler waiting to send.
         self.rx.take();
         for t in self.threads.drain(..) {

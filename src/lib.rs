@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod conditional;
 pub mod data;
 pub mod device;
+pub mod dist;
 pub mod fastconv;
 pub mod fsutil;
 pub mod fused;

@@ -90,6 +90,22 @@ pub struct Losses {
     pub total: Tensor,
 }
 
+impl Losses {
+    /// Multiplies every loss by `factor`.
+    pub fn scale(&mut self, factor: f64) {
+        for loss in [
+            &mut self.content,
+            &mut self.style,
+            &mut self.tv,
+            &mut self.stability,
+            &mut self.temporal,
+            &mut self.total,
+        ] {
+            *loss = &*loss * factor;
+        }
+    }
+}
+
 /// The style image's gram matrices at the four layers (a batch of one).
 pub fn style_targets(vgg: &Vgg16, style: &Tensor) -> [Tensor; 4] {
     tch::no_grad(|| vgg.features(style).layers().map(gram_matrix))

@@ -7,7 +7,7 @@ use crate::optim::Adam;
 use crate::temporal::{Draws, MovedBatch, Purpose};
 use crate::transformer::TransformerNet;
 use crate::vgg::Vgg16;
-use anyhow::Result;
+use anyhow::{anyhow, Result};
 use tch::{Device, Kind, Tensor};
 
 /// What every step uses besides the batch and the optimizer.
@@ -31,6 +31,31 @@ pub struct Step<'a> {
     pub pinned_copies: bool,
     /// What the step's random draws (the stability and temporal terms') are a function of.
     pub draws: Draws,
+    /// This process's part of a data-parallel step; `None` for one process.
+    pub shard: Option<Shard<'a>>,
+}
+
+/// How a data-parallel step meets the other processes (see `train`'s ranks).
+pub trait GradSync {
+    /// Arms the averaging of the gradients that the next backward pass makes.
+    fn before_backward(&self) -> Result<()>;
+    /// Whether the gradients were finite on every process, so that fp16 retries agree.
+    fn all_finite(&self, finite: bool) -> Result<bool>;
+}
+
+/// One process's part of a data-parallel step: its batch is photos `offset..offset + n` of a
+/// global batch of `global` photos.
+pub struct Shard<'a> {
+    /// Averages the gradients over the processes.
+    pub sync: &'a dyn GradSync,
+    /// Where this batch starts in the global batch.
+    pub offset: i64,
+    /// Photos in the global batch.
+    pub global: i64,
+    /// Factor of this batch's losses: its photos × processes ÷ global photos (1 for equal
+    /// shares), so that the processes' mean loss, and their averaged gradients, are the
+    /// global batch's.
+    pub weight: f64,
 }
 
 impl Step<'_> {
@@ -82,10 +107,17 @@ impl Step<'_> {
                 losses.temporal = moved.loss(&y, &y_moved, self.weights.temporal);
                 losses.total = &losses.total + &losses.temporal;
             }
+            if let Some(shard) = self.shard.as_ref().filter(|s| s.weight != 1.0) {
+                losses.scale(shard.weight);
+            }
             adam.zero_grad()?;
-            scaler.backward(&losses.total);
+            let sync = self.shard.as_ref().map(|s| s.sync);
+            if let Some(sync) = sync {
+                sync.before_backward()?;
+            }
+            scaler.backward(&losses.total)?;
             tries += 1;
-            if scaler.unscale_and_check(adam)? {
+            if scaler.unscale_and_check(adam, sync)? {
                 adam.step()?;
                 return Ok(losses);
             }
@@ -124,20 +156,33 @@ impl LossScaler {
         }
     }
 
-    fn backward(&self, loss: &Tensor) {
-        if self.enabled {
-            (loss * self.scale).backward();
+    fn backward(&self, loss: &Tensor) -> Result<()> {
+        // An error here is a collective's (a data-parallel peer is gone): report, not panic.
+        let result = if self.enabled {
+            (loss * self.scale).f_backward()
         } else {
-            loss.backward();
-        }
+            loss.f_backward()
+        };
+        result.map_err(|e| {
+            let text = e.to_string();
+            anyhow!(
+                "backward pass: {}",
+                text.lines().next().unwrap_or("libtorch error")
+            )
+        })
     }
 
-    /// Unscales the gradients; false when they overflowed (the scale is then halved).
-    fn unscale_and_check(&mut self, adam: &mut Adam) -> Result<bool> {
+    /// Unscales the gradients; false when they overflowed on any process (the scale is then
+    /// halved everywhere alike).
+    fn unscale_and_check(&mut self, adam: &mut Adam, sync: Option<&dyn GradSync>) -> Result<bool> {
         if !self.enabled {
             return Ok(true);
         }
-        if adam.unscale_grads(1.0 / self.scale)? {
+        let mut finite = adam.unscale_grads(1.0 / self.scale)?;
+        if let Some(sync) = sync {
+            finite = sync.all_finite(finite)?;
+        }
+        if finite {
             self.good_steps += 1;
             if self.good_steps == 2000 {
                 self.scale *= 2.0;

@@ -100,8 +100,10 @@ pub struct Args {
     #[arg(long)]
     pub init: Option<PathBuf>,
     /// Continue an interrupted run: its output folder or its style model file; with no
-    /// value, the run that the other options name (--out, or --name / --style).
-    #[arg(long, value_name = "PATH", num_args = 0..=1)]
+    /// value, the run that the other options name (--out, or --name / --style). `auto`:
+    /// that run if its checkpoint exists, else start it, so that one command line serves the
+    /// first start and every restart (a rerun job, torchrun --max-restarts).
+    #[arg(long, value_name = "PATH|auto", num_args = 0..=1)]
     pub resume: Option<Option<PathBuf>>,
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
@@ -120,6 +122,10 @@ pub struct Args {
     /// Where --preview writes its picture [default: PHOTO-preview.jpg beside the (first) photo].
     #[arg(short, long, value_name = "FILE", requires = "preview")]
     pub output: Option<PathBuf>,
+    /// Data-parallel training (under torchrun or srun): seconds that meeting the other ranks,
+    /// and then each collective, may take before the run stops with an error [default: 600].
+    #[arg(long, value_name = "SECONDS")]
+    pub dist_timeout: Option<u64>,
     /// fp32, or mixed precision: bf16 (CUDA, or a CPU with AVX-512 BF16 or AMX), fp16 (CUDA)
     /// [default: fp32, or the resumed run's].
     #[arg(long)]
@@ -251,6 +257,19 @@ impl Args {
         match &self.out {
             Some(out) => Ok(out.clone()),
             None => Ok(PathBuf::from("checkpoints").join(self.run_name()?)),
+        }
+    }
+
+    /// Whether `--resume auto` was given: resume the named run if it exists, else start it.
+    pub fn resume_auto(&self) -> bool {
+        matches!(&self.resume, Some(Some(p)) if p.as_os_str() == "auto")
+    }
+
+    /// The bound on meeting the other ranks and on each collective of data-parallel training.
+    pub fn dist_timeout(&self) -> std::time::Duration {
+        match self.dist_timeout {
+            Some(s) => std::time::Duration::from_secs(s.max(1)),
+            None => crate::ranks::DEFAULT_TIMEOUT,
         }
     }
 

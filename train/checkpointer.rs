@@ -173,14 +173,18 @@ pub struct Checkpointer {
 }
 
 impl Checkpointer {
-    /// A checkpointer for a run of `config` whose last save (or start) was at `saved_at`.
+    /// A checkpointer for a run of `config` whose last save (or start) was at `saved_at`;
+    /// `claim`: take the run's lock (the process that saves: rank 0 of a data-parallel run).
     pub fn new(
         mut files: RunFiles,
         info: ModelInfo,
         config: &Config,
         saved_at: u64,
+        claim: bool,
     ) -> Result<Self> {
-        files.claim()?;
+        if claim {
+            files.claim()?;
+        }
         Ok(Self {
             files,
             info,

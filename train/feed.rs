@@ -1,22 +1,25 @@
 //! The batches of a run: the data loader at the crop size of the step, started again at the
 //! run's position when progressive resizing moves to the next size.
 use anyhow::{Context, Result};
-use faststyle::data::{Batch, Dataset, Loader, LoaderConfig, Position};
+use faststyle::data::{Batch, Dataset, Loader, LoaderConfig, Position, Slice};
 use std::sync::Arc;
 
 /// The loader of the current crop size.
 pub struct Feed {
     dataset: Arc<Dataset>,
     config: LoaderConfig,
+    /// This process's part of every batch (all of it in one process).
+    slice: Slice,
     loader: Option<Loader>,
 }
 
 impl Feed {
-    /// A feed of `dataset` with `config` (its image size is set at each batch).
-    pub fn new(dataset: Arc<Dataset>, config: LoaderConfig) -> Self {
+    /// A feed of `slice` of `dataset` with `config` (its image size is set at each batch).
+    pub fn new(dataset: Arc<Dataset>, config: LoaderConfig, slice: Slice) -> Self {
         Self {
             dataset,
             config,
+            slice,
             loader: None,
         }
     }
@@ -27,7 +30,7 @@ impl Feed {
         if self.loader.is_none() || self.config.image_size != size {
             self.loader = None;
             self.config.image_size = size;
-            let loader = Loader::start(self.dataset.clone(), self.config, pos);
+            let loader = Loader::start_slice(self.dataset.clone(), self.config, pos, self.slice);
             self.loader = Some(loader);
         }
         let loader = self.loader.as_mut().context("the data loader is stopped")?;

@@ -11,9 +11,12 @@ use tensorboard_rs::summary;
 
 /// The run's TensorBoard writer and terminal output.
 pub struct Logger {
-    writer: EventFile,
+    /// None on the quiet ranks of a data-parallel run.
+    writer: Option<EventFile>,
     pub bar: ProgressBar,
     interactive: bool,
+    /// `rank N: ` before a quiet rank's warnings.
+    prefix: String,
 }
 
 impl Logger {
@@ -24,10 +27,27 @@ impl Logger {
         bar.set_position(start);
         bar.reset_eta();
         Ok(Self {
-            writer: EventFile::create(logdir)?,
+            writer: Some(EventFile::create(logdir)?),
             bar,
             interactive: faststyle::progress::interactive(),
+            prefix: String::new(),
         })
+    }
+
+    /// The logger of a data-parallel rank other than 0: no files, no bar, no lines but its
+    /// warnings (prefixed with its rank).
+    pub fn quiet(rank: usize) -> Self {
+        Self {
+            writer: None,
+            bar: ProgressBar::hidden(),
+            interactive: false,
+            prefix: format!("rank {rank}: "),
+        }
+    }
+
+    /// Whether this logger writes anything but warnings.
+    fn is_quiet(&self) -> bool {
+        self.writer.is_none()
     }
 
     /// Logs the losses and throughput of step `step`.
@@ -39,6 +59,9 @@ impl Logger {
         images_per_sec: f64,
         lr: f64,
     ) -> Result<()> {
+        let Some(writer) = self.writer.as_mut() else {
+            return Ok(());
+        };
         for (tag, v) in [
             ("loss/content", m.content),
             ("loss/style", m.style),
@@ -49,10 +72,9 @@ impl Logger {
             ("train/images_per_sec", images_per_sec),
             ("train/lr", lr),
         ] {
-            self.writer
-                .add_summary(summary::scalar(tag, v as f32), step)?;
+            writer.add_summary(summary::scalar(tag, v as f32), step)?;
         }
-        self.writer.flush()?;
+        writer.flush()?;
         let text = format!(
             "epoch {} content {:.4e} style {:.4e} tv {:.3e} total {:.4e} {:.1} img/s",
             epoch + 1,
@@ -93,7 +115,9 @@ impl Logger {
 
     /// Reports the held-out losses of `step` (TensorBoard gets them as scalars).
     pub fn val(&mut self, step: u64, content: f64, style: f64, total: f64) -> Result<()> {
-        self.writer.flush()?;
+        if let Some(writer) = self.writer.as_mut() {
+            writer.flush()?;
+        }
         let text = format!("val step {step} content {content} style {style} total {total}");
         if self.interactive {
             self.bar.println(text);
@@ -105,20 +129,42 @@ impl Logger {
 
     /// Logs one scalar under `tag` at `step`.
     pub fn scalar(&mut self, tag: &str, value: f64, step: u64) -> Result<()> {
-        self.writer
-            .add_summary(summary::scalar(tag, value as f32), step)?;
-        self.writer.flush()
+        let Some(writer) = self.writer.as_mut() else {
+            return Ok(());
+        };
+        writer.add_summary(summary::scalar(tag, value as f32), step)?;
+        writer.flush()
     }
 
     /// Logs a square RGB image (HWC bytes) under `tag`.
     pub fn image(&mut self, tag: &str, hwc: &[u8], side: usize, step: u64) -> Result<()> {
+        let Some(writer) = self.writer.as_mut() else {
+            return Ok(());
+        };
         let image = summary::image(tag, hwc, &[3, side, side]);
-        self.writer.add_summary(image, step)?;
-        self.writer.flush()
+        writer.add_summary(image, step)?;
+        writer.flush()
     }
 
-    /// Prints a line without breaking the bar.
+    /// Prints a line without breaking the bar (not on a quiet rank).
     pub fn say(&self, line: &str) {
+        if self.is_quiet() {
+            return;
+        }
+        self.print(line);
+    }
+
+    /// Prints a warning, on every rank (a quiet one names itself).
+    pub fn warn(&self, line: &str) {
+        self.print(&format!("{}warning: {line}", self.prefix));
+    }
+
+    /// Prints a line on every rank (a quiet one names itself).
+    pub fn note(&self, line: &str) {
+        self.print(&format!("{}{line}", self.prefix));
+    }
+
+    fn print(&self, line: &str) {
         if self.interactive {
             self.bar.println(line);
         } else {

@@ -1,4 +1,5 @@
 //! Loss sums between logs, kept on the device so that a step never waits for a read-back.
+use crate::ranks::Ranks;
 use anyhow::{bail, Context, Result};
 use faststyle::loss::Losses;
 use std::path::Path;
@@ -14,6 +15,16 @@ pub struct LossMeans {
     pub total: f64,
     pub stability: f64,
     pub temporal: f64,
+}
+
+/// What a log reports: [`Meter::totals`].
+pub struct Totals {
+    /// Mean losses.
+    pub means: LossMeans,
+    /// Each trained style's mean style loss, for the styles trained since the last log.
+    pub per_style: Vec<(usize, f64)>,
+    /// Photos trained per second, by all processes together.
+    pub images_per_sec: f64,
 }
 
 /// The sums since the last log.
@@ -64,49 +75,47 @@ impl Meter {
         self.images += images;
     }
 
-    /// The means since the last log; a NaN or infinite loss stops the run (at `step`,
-    /// keeping the last good checkpoint `model`).
-    pub fn means(&self, step: u64, model: &Path) -> Result<LossMeans> {
-        let v = Vec::<f64>::try_from(
-            &(&self.sums / self.steps.max(1) as f64)
-                .to_kind(Kind::Double)
-                .to_device(Device::Cpu),
-        )
-        .context("cannot read losses")?;
-        if v.iter().any(|l| !l.is_finite()) {
+    /// The means since the last log over every process, each style's mean style loss (of
+    /// those it trained) and the images per second. A NaN or infinite loss stops the run (at
+    /// `step`, keeping the last good checkpoint `model`) on every rank alike, since they all
+    /// read the same sums.
+    pub fn totals(&self, step: u64, model: &Path, ranks: &Ranks) -> Result<Totals> {
+        let images = Tensor::from(self.images as f32).to_device(self.sums.device());
+        let all = Tensor::cat(&[&self.sums, &self.style_sums, &images.view([1])], 0);
+        ranks.sum(&all)?;
+        let v = Vec::<f64>::try_from(&all.to_kind(Kind::Double).to_device(Device::Cpu))
+            .context("cannot read losses")?;
+        // Each rank's losses are weighted so that their mean is the global batch's.
+        let per_rank = ranks.world() as f64;
+        let steps = self.steps.max(1) as f64;
+        let means: Vec<f64> = v[..6].iter().map(|s| s / per_rank / steps).collect();
+        if means.iter().any(|l| !l.is_finite()) {
             bail!(
                 "the loss became {} by step {step}; stopped without saving (the last good checkpoint, if any, is {}). Try a lower --lr or other loss weights",
-                if v.iter().any(|l| l.is_nan()) { "NaN" } else { "infinite" },
+                if means.iter().any(|l| l.is_nan()) { "NaN" } else { "infinite" },
                 model.display()
             );
         }
-        Ok(LossMeans {
-            content: v[0],
-            style: v[1],
-            tv: v[2],
-            total: v[3],
-            stability: v[4],
-            temporal: v[5],
+        let style_sums = &v[6..6 + self.style_counts.len()];
+        let images = v[v.len() - 1];
+        Ok(Totals {
+            means: LossMeans {
+                content: means[0],
+                style: means[1],
+                tv: means[2],
+                total: means[3],
+                stability: means[4],
+                temporal: means[5],
+            },
+            per_style: self
+                .style_counts
+                .iter()
+                .enumerate()
+                .filter(|(_, &n)| n > 0)
+                .map(|(k, &n)| (k, style_sums[k] / per_rank / n as f64))
+                .collect(),
+            images_per_sec: images / self.clock.elapsed().as_secs_f64().max(1e-9),
         })
-    }
-
-    /// Images per second since the last log.
-    pub fn rate(&self) -> f64 {
-        self.images as f64 / self.clock.elapsed().as_secs_f64().max(1e-9)
-    }
-
-    /// Each trained style's mean style loss since the last log, for those it trained.
-    pub fn per_style(&self) -> Result<Vec<(usize, f64)>> {
-        let sums =
-            Vec::<f64>::try_from(&self.style_sums.to_kind(Kind::Double).to_device(Device::Cpu))
-                .context("cannot read losses")?;
-        Ok(self
-            .style_counts
-            .iter()
-            .enumerate()
-            .filter(|(_, &n)| n > 0)
-            .map(|(k, &n)| (k, sums[k] / n as f64))
-            .collect())
     }
 
     /// Starts the next interval.

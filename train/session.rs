@@ -20,32 +20,25 @@ pub struct Session {
 
 impl Session {
     /// The run that `args` name; a new run whose state already exists is refused.
-    pub fn open(args: &Args) -> Result<Self> {
-        match args.resume_path() {
-            Some(path) => {
-                let mut files = RunFiles::find(&path?)?;
-                files.claim()?;
-                let state = TrainState::load(&files.state)?;
-                files.verify(&state)?;
-                let recorded: Config =
-                    serde_json::from_value(state.config.clone()).with_context(|| {
-                        format!("{}: unreadable configuration", files.state.display())
-                    })?;
-                let mut config = Config::for_resume(recorded, args)?;
-                // Wherever the run folder is now (it may have moved since).
-                if let Some(folder) = files.model.parent().filter(|p| p.is_dir()) {
-                    config.out = std::path::absolute(folder).unwrap_or(config.out);
-                }
-                Ok(Self {
-                    config,
-                    files,
-                    // A state of an earlier version recorded none: the run gets one now.
-                    run: Some(state.run.clone())
-                        .filter(|r| !r.is_empty())
-                        .unwrap_or_else(new_run_id),
-                    resumed: Some(state),
-                })
+    /// `--resume auto` resumes the run that the other arguments name when its state exists,
+    /// and starts it otherwise. Only the process that `writes` (rank 0 of a data-parallel
+    /// run) takes the run's lock and repairs its files; the others only read them.
+    pub fn open(args: &Args, writes: bool) -> Result<Self> {
+        if args.resume_auto() {
+            let config = Config::from_args(args)?;
+            let files = RunFiles::new(&config.out, &config.name);
+            if files.state.exists() {
+                return Self::resume(files, args, writes);
             }
+            return Ok(Self {
+                config,
+                files,
+                resumed: None,
+                run: new_run_id(),
+            });
+        }
+        match args.resume_path() {
+            Some(path) => Self::resume(RunFiles::find(&path?)?, args, writes),
             None => {
                 let config = Config::from_args(args)?;
                 let files = RunFiles::new(&config.out, &config.name);
@@ -64,6 +57,33 @@ impl Session {
                 })
             }
         }
+    }
+
+    /// Continues the run of `files`.
+    fn resume(mut files: RunFiles, args: &Args, writes: bool) -> Result<Self> {
+        if writes {
+            files.claim()?;
+        }
+        let state = TrainState::load(&files.state)?;
+        if writes {
+            files.verify(&state)?;
+        }
+        let recorded: Config = serde_json::from_value(state.config.clone())
+            .with_context(|| format!("{}: unreadable configuration", files.state.display()))?;
+        let mut config = Config::for_resume(recorded, args)?;
+        // Wherever the run folder is now (it may have moved since).
+        if let Some(folder) = files.model.parent().filter(|p| p.is_dir()) {
+            config.out = std::path::absolute(folder).unwrap_or(config.out);
+        }
+        Ok(Self {
+            config,
+            files,
+            // A state of an earlier version recorded none: the run gets one now.
+            run: Some(state.run.clone())
+                .filter(|r| !r.is_empty())
+                .unwrap_or_else(new_run_id),
+            resumed: Some(state),
+        })
     }
 
     /// Iterations already done.

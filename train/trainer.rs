@@ -3,8 +3,10 @@
 use crate::args::{Args, Config};
 use crate::checkpointer::Checkpointer;
 use crate::feed::Feed;
+use crate::launch::Launch;
 use crate::logger::Logger;
 use crate::meter::Meter;
+use crate::ranks::{Ranks, Round};
 use crate::samples;
 use crate::schedule::Schedule;
 use crate::session::Session;
@@ -12,7 +14,7 @@ use crate::signals::Stop;
 use crate::styles::{self, Styles};
 use crate::validate::{self, Validation};
 use anyhow::{Context, Result};
-use faststyle::checkpoint::ModelInfo;
+use faststyle::checkpoint::{self, ModelInfo};
 use faststyle::conditional::StyleMix;
 use faststyle::data::{self, Batch, Dataset, LoaderConfig, Position};
 use faststyle::device::{self, Precision};
@@ -32,9 +34,19 @@ use tch::nn::VarStore;
 use tch::{Device, Tensor};
 
 /// Runs `train`; the exit code is the stop signal's when interrupted (the run can be resumed).
+/// Started by a launcher, this process first meets the others (data-parallel training).
 pub fn run(args: Args) -> Result<ExitCode> {
-    let device = args.device.resolve()?;
-    let session = Session::open(&args)?;
+    let launch = Launch::from_env()?;
+    let device = Ranks::device(args.device, launch.as_ref())?;
+    let ranks = Ranks::join(launch, device, args.dist_timeout())?;
+    run_rank(&args, device, &ranks).map_err(|e| ranks.explain(e))
+}
+
+/// This rank's run, once the ranks have met.
+fn run_rank(args: &Args, device: Device, ranks: &Ranks) -> Result<ExitCode> {
+    let session = Session::open(args, ranks.writes())?;
+    ranks.check_batch(session.config.batch_size)?;
+    ranks.check_same_run(session.start_step(), fingerprint(&session.config)?)?;
     let precision: Precision = session
         .config
         .precision
@@ -42,15 +54,25 @@ pub fn run(args: Args) -> Result<ExitCode> {
         .map_err(anyhow::Error::msg)?;
     precision.check_device(device)?;
     let stop = Stop::install()?;
-    let mut trainer = Trainer::new(session, device, precision)?;
+    let mut trainer = Trainer::new(session, device, precision, ranks)?;
     if let Err(err) = trainer.train(&stop) {
         return Err(trainer.failed(err));
     }
     trainer.finish(&stop)
 }
 
+/// A hash of the run's configuration, the same on every rank given the same run.
+fn fingerprint(config: &Config) -> Result<u64> {
+    let json = serde_json::to_string(config).context("cannot serialise configuration")?;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    std::hash::Hash::hash(&json, &mut hasher);
+    Ok(std::hash::Hasher::finish(&hasher))
+}
+
 /// Everything a run holds while it trains.
-struct Trainer {
+struct Trainer<'r> {
+    /// The processes of a data-parallel run (or this one alone).
+    ranks: &'r Ranks,
     config: Config,
     device: Device,
     precision: Precision,
@@ -72,20 +94,27 @@ struct Trainer {
     validation: Option<Validation>,
     /// The phase the progress bar names (`128 px warm-up`).
     phase: String,
-    /// The photos shown as stylized samples.
-    samples: Tensor,
+    /// The photos shown as stylized samples (none on ranks that do not write).
+    samples: Option<Tensor>,
     step: u64,
     start_step: u64,
     pos: Position,
     /// Unreadable photos, each reported once though every epoch meets it again.
     skipped: HashSet<PathBuf>,
     started: Instant,
+    /// Whether the ranks agreed to stop (a signal) after the step just done.
+    stopped: bool,
 }
 
-impl Trainer {
+impl<'r> Trainer<'r> {
     /// Sets up the network, the loss network, the style targets, the optimizer, the logs and
-    /// the data loader of a new or resumed run.
-    fn new(session: Session, device: Device, precision: Precision) -> Result<Self> {
+    /// the data loader of a new or resumed run; only rank 0 writes anything.
+    fn new(
+        session: Session,
+        device: Device,
+        precision: Precision,
+        ranks: &'r Ranks,
+    ) -> Result<Self> {
         let start_step = session.start_step();
         let Session {
             config,
@@ -113,9 +142,21 @@ impl Trainer {
             style_images.push(style);
         }
 
-        std::fs::create_dir_all(&config.out)
-            .with_context(|| format!("{}: cannot create output folder", config.out.display()))?;
-        let mut adam = Adam::new(styles::trainable(&vs), config.lr);
+        if ranks.distributed() && config.augment {
+            // The sliced loader of a data-parallel run takes centre crops only.
+            anyhow::bail!("--augment is not supported in a data-parallel run yet (train without it, or in one process)");
+        }
+        let writes = ranks.writes();
+        if writes {
+            std::fs::create_dir_all(&config.out).with_context(|| {
+                format!("{}: cannot create output folder", config.out.display())
+            })?;
+        }
+        let trainable = styles::trainable(&vs);
+        // Every rank starts from rank 0's weights, and averages its gradients with the others'.
+        ranks.share_weights(&checkpoint::variables(&vs))?;
+        ranks.reduce_gradients(&trainable)?;
+        let mut adam = Adam::new(trainable, config.lr);
         adam.set_betas(config.recipe.betas);
         let mut pos = Position::default();
         if let Some(state) = &resumed {
@@ -128,17 +169,27 @@ impl Trainer {
         }
         let schedule = Schedule::new(&config, dataset.len());
 
-        let mut logger = Logger::new(&config.logdir, schedule.total, start_step)?;
-        let config_json =
-            serde_json::to_string_pretty(&config).context("cannot serialise configuration")?;
-        fsutil::write_atomic(&config.logdir.join("config.json"), config_json.as_bytes())?;
+        let mut logger = if writes {
+            let logger = Logger::new(&config.logdir, schedule.total, start_step)?;
+            let config_json =
+                serde_json::to_string_pretty(&config).context("cannot serialise configuration")?;
+            fsutil::write_atomic(&config.logdir.join("config.json"), config_json.as_bytes())?;
+            logger
+        } else {
+            Logger::quiet(ranks.rank())
+        };
         logger.say(&format!(
-            "training `{}` ({}) on {} photos from {} on {} ({precision}), {} iterations{}",
+            "training `{}` ({}) on {} photos from {} on {} ({precision}){}, {} iterations{}",
             config.name,
             styles.describe(),
             dataset.len(),
             config.dataset.display(),
             device::describe(device),
+            match ranks.world() {
+                _ if !ranks.distributed() => String::new(),
+                1 => " in a data-parallel group of 1 process".to_string(),
+                n => format!(" × {n} data-parallel processes"),
+            },
             schedule.total,
             if start_step > 0 {
                 format!(", resuming at {start_step}")
@@ -159,14 +210,19 @@ impl Trainer {
         let validation = Validation::load(&config, device)?;
         validate::announce(validation.as_ref(), &config, &logger);
 
-        let samples = samples::sample_batch(&dataset, &config)?.to_device(device);
-        if start_step == 0 {
-            samples::log_batch(&mut logger, &samples, "samples/input", 0)?;
-            for (k, style) in style_images.iter().enumerate() {
-                let tag = sample_tag(&styles, "style", k);
-                samples::log_style(&mut logger, style, &tag, config.image_size)?;
+        let samples = if writes {
+            let samples = samples::sample_batch(&dataset, &config)?.to_device(device);
+            if start_step == 0 {
+                samples::log_batch(&mut logger, &samples, "samples/input", 0)?;
+                for (k, style) in style_images.iter().enumerate() {
+                    let tag = sample_tag(&styles, "style", k);
+                    samples::log_style(&mut logger, style, &tag, config.image_size)?;
+                }
             }
-        }
+            Some(samples)
+        } else {
+            None
+        };
 
         let loader_config = LoaderConfig {
             batch_size: config.batch_size,
@@ -177,7 +233,7 @@ impl Trainer {
             pin_memory: device.is_cuda().then_some(device),
             ..Default::default()
         };
-        let feed = Feed::new(dataset, loader_config);
+        let feed = Feed::new(dataset, loader_config, ranks.slice());
         let weights = LossWeights {
             content: config.content_weight,
             style: config.style_weight,
@@ -205,7 +261,7 @@ impl Trainer {
             recipe: Some(crate::recipe::metadata(&config)),
             run,
         };
-        let checkpointer = Checkpointer::new(files, info, &config, start_step)?;
+        let checkpointer = Checkpointer::new(files, info, &config, start_step, writes)?;
         Ok(Self {
             meter: Meter::new(styles.trained.len(), device),
             scaler: LossScaler::new(precision),
@@ -230,21 +286,36 @@ impl Trainer {
             pos,
             skipped: HashSet::new(),
             started: Instant::now(),
+            stopped: false,
+            ranks,
             config,
         })
     }
 
     /// Trains until the schedule ends or `stop` is requested, logging and saving on the way.
+    /// The ranks of a data-parallel run agree before each step on its photos and on stopping.
     fn train(&mut self, stop: &Stop) -> Result<()> {
-        while !self.schedule.done(self.step, self.pos) && !stop.requested() {
+        let alone = !self.ranks.distributed();
+        while !self.schedule.done(self.step, self.pos) && !self.stopped {
+            if alone && stop.requested() {
+                break;
+            }
             let phase = self.schedule.phase(self.step);
             if phase != self.phase {
                 self.logger.set_phase(&phase, self.step);
                 self.phase = phase;
             }
             let batch = self.next_batch()?;
-            self.train_step(&batch)?;
-            let last = self.schedule.done(self.step, self.pos) || stop.requested();
+            let round = self.ranks.round(batch.images.size()[0] as usize, stop)?;
+            if round.photos == 0 {
+                // Not one photo of this global batch could be read, on any rank.
+                self.pos = batch.next;
+                self.stopped = round.stop;
+                continue;
+            }
+            self.train_step(&batch, &round)?;
+            self.stopped = self.ranks.stopping(&round, stop);
+            let last = self.schedule.done(self.step, self.pos) || self.stopped;
             self.after_step(last)?;
         }
         self.feed.stop();
@@ -261,15 +332,24 @@ impl Trainer {
         for (path, reason) in &batch.skipped {
             if self.skipped.insert(path.clone()) {
                 self.logger
-                    .say(&format!("warning: {}: skipped: {reason}", path.display()));
+                    .warn(&format!("{}: skipped: {reason}", path.display()));
             }
         }
         Ok(batch)
     }
 
-    /// One update on `batch`, in the style whose turn it is.
-    fn train_step(&mut self, batch: &Batch) -> Result<()> {
+    /// One update on `batch` (this rank's part of the global batch of `round`), in the style
+    /// whose turn it is.
+    fn train_step(&mut self, batch: &Batch, round: &Round) -> Result<()> {
         let k = self.styles.turn(self.config.seed, self.step);
+        let photos = batch.images.size()[0];
+        // A rank left without photos (the end of an epoch) still takes part, at weight 0.
+        let images = if photos == 0 {
+            let s = self.schedule.crop_size(self.step) as i64;
+            Tensor::zeros([1, 3, s, s], (tch::Kind::Uint8, Device::Cpu))
+        } else {
+            batch.images.shallow_clone()
+        };
         self.adam.lr = self.schedule.lr(self.step);
         let stepper = Step {
             net: &self.net,
@@ -283,11 +363,12 @@ impl Trainer {
             draws: Draws {
                 seed: self.config.seed,
                 step: self.step,
-                first_photo: 0,
+                first_photo: batch.offset as u64,
             },
+            shard: self.ranks.shard(batch, round),
         };
-        let losses = stepper.run(&batch.images, &mut self.adam, &mut self.scaler)?;
-        self.meter.add(&losses, k, batch.images.size()[0] as u64);
+        let losses = stepper.run(&images, &mut self.adam, &mut self.scaler)?;
+        self.meter.add(&losses, k, photos as u64);
         self.step += 1;
         self.pos = batch.next;
         self.logger.bar.set_position(self.step);
@@ -301,7 +382,9 @@ impl Trainer {
         let checkpoint_due = step.is_multiple_of(self.config.checkpoint_every) || last;
         if log_due || checkpoint_due {
             // Read before any save, so that a NaN never overwrites the last good checkpoint.
-            let means = self.meter.means(step, &self.checkpointer.files.model)?;
+            let totals = self
+                .meter
+                .totals(step, &self.checkpointer.files.model, self.ranks)?;
             if log_due {
                 // The epoch of the batch just trained (the position may already be the next).
                 let epoch = match self.pos {
@@ -310,9 +393,9 @@ impl Trainer {
                 };
                 let lr = self.adam.lr;
                 self.logger
-                    .losses(step, epoch, means, self.meter.rate(), lr)?;
+                    .losses(step, epoch, totals.means, totals.images_per_sec, lr)?;
                 if self.styles.names.len() > 1 {
-                    for (k, mean) in self.meter.per_style()? {
+                    for (k, mean) in totals.per_style {
                         let tag = format!("loss/style/{}", self.trained_name(k));
                         self.logger.scalar(&tag, mean, step)?;
                     }
@@ -320,20 +403,30 @@ impl Trainer {
                 self.meter.reset();
             }
         }
-        if step.is_multiple_of(self.config.image_every) || last {
-            for (k, (row, _)) in self.styles.trained.iter().enumerate() {
-                let style = StyleMix::One(*row);
-                let stylized = tch::no_grad(|| self.net.forward_style(&self.samples, &style));
-                let tag = sample_tag(&self.styles, "samples/stylized", k);
-                samples::log_batch(&mut self.logger, &stylized, &tag, step)?;
+        if let Some(samples) = self.samples.as_ref() {
+            if step.is_multiple_of(self.config.image_every) || last {
+                for (k, (row, _)) in self.styles.trained.iter().enumerate() {
+                    let style = StyleMix::One(*row);
+                    let stylized = tch::no_grad(|| self.net.forward_style(samples, &style));
+                    let tag = sample_tag(&self.styles, "samples/stylized", k);
+                    samples::log_batch(&mut self.logger, &stylized, &tag, step)?;
+                }
             }
         }
-        if step.is_multiple_of(self.config.val_every) || last {
+        if self.ranks.writes() && (step.is_multiple_of(self.config.val_every) || last) {
             self.validate(step)?;
         }
         if checkpoint_due {
+            self.save()?;
+        }
+        Ok(())
+    }
+
+    /// Saves the style model and training state at the current step (rank 0 alone).
+    fn save(&mut self) -> Result<()> {
+        if self.ranks.writes() {
             self.checkpointer
-                .save(&self.vs, &self.adam, step, self.pos)?;
+                .save(&self.vs, &self.adam, self.step, self.pos)?;
         }
         Ok(())
     }
@@ -359,7 +452,8 @@ impl Trainer {
     fn failed(mut self, err: anyhow::Error) -> anyhow::Error {
         self.feed.stop();
         self.logger.bar.finish_and_clear();
-        if !fsutil::is_disk_unusable(&err) {
+        // A data-parallel rank other than 0 writes nothing: its error is never the disk's.
+        if !self.ranks.writes() || !fsutil::is_disk_unusable(&err) {
             return err;
         }
         let files = &self.checkpointer.files;
@@ -390,23 +484,28 @@ impl Trainer {
 
     /// Reports how the run ended; an interrupted run is saved and says how to resume.
     fn finish(mut self, stop: &Stop) -> Result<ExitCode> {
+        let writes = self.ranks.writes();
         if !self.skipped.is_empty() {
-            eprintln!("skipped {} unreadable photo(s)", self.skipped.len());
+            self.logger.note(&format!(
+                "skipped {} unreadable photo(s)",
+                self.skipped.len()
+            ));
         }
-        if self.scaler.retried > 0 || self.scaler.skipped > 0 {
+        if writes && (self.scaler.retried > 0 || self.scaler.skipped > 0) {
             eprintln!(
                 "fp16 loss scaling: {} batch(es) tried again at a lower scale, {} update(s) skipped",
                 self.scaler.retried, self.scaler.skipped
             );
         }
-        let files = &self.checkpointer.files;
-        if stop.requested() {
+        if self.stopped || (!self.ranks.distributed() && stop.requested()) {
             if self.step > self.checkpointer.saved_at {
-                self.checkpointer
-                    .save(&self.vs, &self.adam, self.step, self.pos)?;
+                self.save()?;
             }
+            // Every rank leaves once rank 0 has saved.
+            self.ranks.barrier()?;
             let files = &self.checkpointer.files;
-            if self.step == self.start_step {
+            if !writes {
+            } else if self.step == self.start_step {
                 eprintln!("interrupted before the first iteration; nothing new to save");
             } else {
                 eprintln!(
@@ -415,17 +514,20 @@ impl Trainer {
                     files.model.display()
                 );
             }
-            if files.state.exists() {
+            if writes && files.state.exists() {
                 eprintln!("resume with: train --resume {}", self.config.out.display());
             }
             return Ok(ExitCode::from(stop.exit_code()));
         }
-        eprintln!(
-            "saved style model {} ({} iterations, {:.1} s)",
-            files.model.display(),
-            self.step,
-            self.started.elapsed().as_secs_f64()
-        );
+        self.ranks.barrier()?;
+        if writes {
+            eprintln!(
+                "saved style model {} ({} iterations, {:.1} s)",
+                self.checkpointer.files.model.display(),
+                self.step,
+                self.started.elapsed().as_secs_f64()
+            );
+        }
         Ok(ExitCode::SUCCESS)
     }
 }

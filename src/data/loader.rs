@@ -250,10 +250,14 @@ fn reassemble(shared: &Shared, done: &Receiver<Done>, tx: &SyncSender<Batch>) {
                     index: pos.index + 1,
                 },
             };
+            let images = filling.finish();
+            let n = images.size()[0] as usize;
             let sent = tx.send(Batch {
-                images: filling.finish(),
+                images,
                 next: next_pos,
                 skipped: std::mem::take(&mut skipped),
+                offset: 0,
+                global: n,
             });
             if sent.is_err() {
                 return;
