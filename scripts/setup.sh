@@ -65,4 +65,5 @@ fi
 
 bash scripts/fetch_vgg16.sh
 bash scripts/make_sample_dataset.sh
+bash scripts/make_sample_clip.sh
 echo "setup: done. Binaries: target/release/train, target/release/infer"

@@ -811,7 +811,7 @@ fn without_checksum(bytes: &[u8]) -> Vec<u8> {
         .unwrap()
         .remove("sha256");
     let mut text = header.to_string().into_bytes();
-    while text.len() % 8 != 0 {
+    while !text.len().is_multiple_of(8) {
         text.push(b' ');
     }
     let mut out = (text.len() as u64).to_le_bytes().to_vec();

@@ -219,6 +219,7 @@ fn the_term_falls_when_trained_on_a_fixed_motion() {
             step: 0,
             first_photo: 0,
         },
+        shard: None,
     };
     let mut terms = Vec::new();
     for _ in 0..12 {
