@@ -70,9 +70,10 @@ mod tests {
             default_output(Path::new("a/photo.jpg")),
             Path::new("a/photo-sheet.jpg")
         );
+        // As for infer's outputs: a HEIC photo's sheet is a JPEG.
         assert_eq!(
             default_output(Path::new("a/photo.heic")),
-            Path::new("a/photo-sheet.png")
+            Path::new("a/photo-sheet.jpg")
         );
     }
 }
