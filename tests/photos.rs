@@ -129,7 +129,7 @@ fn stylize(model: &Path, input: &Path, output: &Path, extra: &[&str]) -> Output 
         "--device".as_ref(),
         "cpu".as_ref(),
     ];
-    args.extend(extra.iter().map(|a| std::ffi::OsStr::new(a)));
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
     let out = infer(&args);
     assert!(out.status.success(), "{}", common::stderr(&out));
     out

@@ -421,7 +421,7 @@ impl Decoded {
         let (wu, hu) = (w as u32, h as u32);
         if deep {
             // Values of `range` bits (10, 12), scaled to the full 16.
-            let max = ((1u32 << range.clamp(1, 16)) - 1) as u32;
+            let max = (1u32 << range.clamp(1, 16)) - 1;
             let scale = |v: u16| ((u32::from(v).min(max) * 65535 + max / 2) / max) as u16;
             let mut rgb = Vec::with_capacity(w * h * 3);
             let mut a = Vec::with_capacity(if alpha { w * h } else { 0 });
