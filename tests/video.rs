@@ -127,6 +127,39 @@ fn audio_packets(ffmpeg: &Path, path: &Path) -> Vec<String> {
         .collect()
 }
 
+/// The number of sound samples that a file decodes to, after its priming and end trims.
+fn decoded_samples(ffmpeg: &Path, path: &Path) -> i64 {
+    let out = run_ffmpeg(
+        ffmpeg,
+        &[
+            "-i",
+            path.to_str().unwrap(),
+            "-map",
+            "0:a",
+            "-f",
+            "framecrc",
+            "-",
+        ],
+    );
+    // framecrc: stream, dts, pts, duration (in samples for sound), size, checksum.
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(',').nth(3)?.trim().parse::<i64>().ok())
+        .sum()
+}
+
+/// Sound packets as `audio_packets` gives them, the last one without its side data: an
+/// end trim that the muxer may mark there (see the test below).
+fn without_last_side_data(mut packets: Vec<String>) -> Vec<String> {
+    if let Some(last) = packets.last_mut() {
+        if let Some(i) = last.find(", S=") {
+            last.truncate(i);
+        }
+    }
+    packets
+}
+
 /// ffmpeg's description of a file (its `-i` banner).
 fn banner(ffmpeg: &Path, path: &Path) -> String {
     let out = Command::new(ffmpeg)
@@ -686,7 +719,23 @@ fn each_ffmpeg_release_keeps_exact_times_sound_and_colour_tags() {
         let out = s.infer(build, args![input, "-o", output]);
         assert!(out.status.success(), "{version}: {}", stderr(&out));
         assert_same_times(&times, &frame_times(&tools, &output));
-        assert_eq!(sound, audio_packets(&tools, &output), "{version}: sound");
+        // The sound's packets are copied byte for byte. ffmpeg 5.1's mp4 muxer ends the
+        // sound's edit list at its nominal length where later releases keep the whole last
+        // packet: the last packet may gain an end trim, which must stay under one packet.
+        let copied = audio_packets(&tools, &output);
+        assert_eq!(
+            without_last_side_data(sound.clone()),
+            without_last_side_data(copied),
+            "{version}: sound"
+        );
+        let (want, got) = (
+            decoded_samples(&tools, &input),
+            decoded_samples(&tools, &output),
+        );
+        assert!(
+            (want - got).abs() < 1024,
+            "{version}: {got} sound samples, not {want}"
+        );
         let info = banner(&tools, &output);
         assert!(
             info.contains("bt470bg/bt470bg/smpte170m"),
