@@ -301,6 +301,52 @@ fn wait_for(seen: &std::sync::Mutex<String>, needle: &str, limit: Duration) {
 }
 
 #[test]
+fn a_run_resumes_at_another_world_size_where_it_left_off() {
+    let Some(torchrun) = torchrun() else { return };
+    // Six photos in global batches of 4: the first half of each run (two steps) ends the
+    // epoch on a batch of 2, so the second half starts a new epoch from the saved position.
+    let s = Setup::new(6);
+    let first = ["--batch-size", "4", "--iterations", "2"];
+    let whole = ["--batch-size", "4", "--iterations", "4"];
+    let resumed = ["--batch-size", "4", "--iterations", "4", "--resume"];
+    let reference = one_process(&s.args("whole", &whole));
+    assert_ok(&reference);
+    let reference = last_of_each(step_lines(&String::from_utf8_lossy(&reference.stdout)));
+    let later = |lines: &BTreeMap<u64, Vec<(String, f64)>>| -> BTreeMap<_, _> {
+        lines
+            .iter()
+            .filter(|(step, _)| **step > 2)
+            .map(|(k, v)| (*k, v.clone()))
+            .collect()
+    };
+
+    // Two processes, then one.
+    let two = launch(&torchrun, 2, &[], &s.args("down", &first))
+        .output()
+        .unwrap();
+    assert_ok(&two);
+    let one = one_process(&s.args("down", &resumed));
+    assert_ok(&one);
+    let down = last_of_each(step_lines(&String::from_utf8_lossy(&one.stdout)));
+    assert_eq!(down.keys().copied().collect::<Vec<_>>(), vec![3, 4]);
+    assert_losses_close(&later(&reference), &down, 1e-4);
+
+    // One process, then two.
+    assert_ok(&one_process(&s.args("up", &first)));
+    let two = launch(&torchrun, 2, &[], &s.args("up", &resumed))
+        .output()
+        .unwrap();
+    assert_ok(&two);
+    let up = last_of_each(step_lines(&String::from_utf8_lossy(&two.stdout)));
+    assert_eq!(up.keys().copied().collect::<Vec<_>>(), vec![3, 4]);
+    assert_losses_close(&later(&reference), &up, 1e-4);
+    for run in ["down", "up"] {
+        let file = checkpoint::read(&s.path(&format!("{run}/style.safetensors"))).unwrap();
+        assert_eq!(file.metadata["iterations"], "4", "{run}");
+    }
+}
+
+#[test]
 fn a_killed_worker_brings_all_back_and_the_run_continues_exactly() {
     let Some(torchrun) = torchrun() else { return };
     let s = Setup::new(4);
