@@ -14,7 +14,7 @@ use tch::{Device, Kind, Tensor};
 
 /// The weight that `train --temporal-weight` takes when given no number (see the README's
 /// *Steady frames for video* for the measurement that chose it).
-pub const RECOMMENDED_WEIGHT: f64 = 3e4;
+pub const RECOMMENDED_WEIGHT: f64 = 3e3;
 
 /// Standard deviation, in pixel levels (0…255), of the noise redrawn in the moved photo: the
 /// same as the stability term's, so that a still draw is that term.

@@ -76,7 +76,7 @@ pub struct Args {
     pub stability_weight: Option<f64>,
     /// Temporal weight: output for a photo moved by a small random motion vs the output
     /// moved the same way (Wang et al. 2020), against texture that swims in video; with no
-    /// number, the recommended weight (3e4) [default: 0].
+    /// number, the recommended weight (3e3) [default: 0].
     #[arg(long, value_name = "W", num_args = 0..=1, allow_negative_numbers = true)]
     pub temporal_weight: Option<Option<f64>>,
     /// Adam learning rate [default: 1e-3; with --add-style, 1e-1].
@@ -139,7 +139,7 @@ pub struct Args {
     #[arg(long, value_name = "FRACTION")]
     pub warmup: Option<f64>,
     /// How the learning rate falls after the warm-up, to 0 at the run's end [default: the
-    /// recipe's: example none, fast cosine].
+    /// recipe's: none].
     #[arg(long)]
     pub decay: Option<Decay>,
     /// Progressive resizing: the first FRACTION of the run trains on crops of half

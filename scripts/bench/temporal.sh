@@ -10,14 +10,14 @@
 #   bash scripts/bench/temporal.sh                 # CPU, the README's recipe
 #   DEVICE=cuda PRECISION=fp16 BASE=2000 ITERATIONS=1000 SIZE=256 CLIP_SIZE=256 FRAMES=60 BATCH=4 bash scripts/bench/temporal.sh
 #
-# Settings: BASE=200 ITERATIONS=80 BATCH=2 SIZE=128 CLIP_SIZE=128 FRAMES=30 STABILITY=10000 TEMPORAL="10000 30000"
+# Settings: BASE=200 ITERATIONS=80 BATCH=2 SIZE=128 CLIP_SIZE=128 FRAMES=30 STABILITY=10000 TEMPORAL="1000 3000 10000 30000"
 # SEED=42 PRECISION=bf16 DEVICE=cpu RESULTS=DIR (models already in RESULTS/NAME are reused).
 # Quality figures only: no times, so it may run niced on a busy machine (NICE=15).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
 BASE="${BASE:-200}"; ITERATIONS="${ITERATIONS:-80}"; BATCH="${BATCH:-2}"; SIZE="${SIZE:-128}"
-SEED="${SEED:-42}"; STABILITY="${STABILITY:-10000}"; TEMPORAL="${TEMPORAL:-10000 30000}"
+SEED="${SEED:-42}"; STABILITY="${STABILITY:-10000}"; TEMPORAL="${TEMPORAL:-1000 3000 10000 30000}"
 PRECISION="${PRECISION:-bf16}"; DEVICE="${DEVICE:-cpu}"; NICE="${NICE:-15}"
 STYLE="${STYLE:-datasets/styles/udnie.jpg}"; RESULTS="${RESULTS:-target/bench/temporal}"
 TRAIN="${TRAIN:-target/release/train}"; INFER="${INFER:-target/release/infer}"
@@ -70,7 +70,9 @@ for kind in pan object shake zoom rotate still; do
     "$PY" scripts/flicker.py "$clip" "${outs[@]}" --json "$RESULTS/$kind.json"
 done
 # The shake clip again, its flow estimated by OpenCV as for footage of unknown motion.
-"$PY" scripts/flicker.py "$RESULTS/clips/shake.mp4" "${outs[@]}" --opencv --json "$RESULTS/shake-opencv.json"
+shake=()
+for m in "${MODELS[@]}"; do shake+=("$RESULTS/clips/shake-$m.mp4"); done
+"$PY" scripts/flicker.py "$RESULTS/clips/shake.mp4" "${shake[@]}" --opencv --json "$RESULTS/shake-opencv.json"
 for m in "${MODELS[@]}"; do
     nice -n "$NICE" "$PY" scripts/style_loss.py "$RESULTS/$m/$m.safetensors" --style "$STYLE" \
         --photos datasets/sample --size "$SIZE" --style-size 256 --json "$RESULTS/$m-losses.json" >/dev/null
