@@ -296,6 +296,8 @@ fn fast_recipe_resumes_exactly_through_its_warm_up_decay_and_crop_sizes() {
         "0.4",
         "--warmup",
         "0.2",
+        "--decay",
+        "cosine",
         "--augment",
         "--iterations",
         "40",

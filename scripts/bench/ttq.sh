@@ -38,8 +38,8 @@ LONG_BUDGETS="${LONG_BUDGETS:-200 400 800}"
 LEVER_BUDGET="${LEVER_BUDGET:-100}"
 LEVER_STYLES="${LEVER_STYLES:-udnie ihc}"
 NICE="${NICE:-15}"
-# Flags of every `train --recipe fast` run (e.g. `--base none` where no base is shipped).
-FAST_FLAGS="${FAST_FLAGS:-}"
+# Flags of every `train --recipe fast` run: by default the same initial weights as the example's side.
+FAST_FLAGS="${FAST_FLAGS:---init $OUT/init.safetensors}"
 PY="$root/.venv/bin/python"
 VGG=checkpoints/vgg16.safetensors
 say() { echo "ttq: $*" >&2; }

@@ -77,14 +77,19 @@ def cmd_iterations(a):
 
 
 def load_evals(out):
-    evals = {}
+    """{model: its evaluation} of one-style models, and the rows of the several-style ones
+    (one row per style of the same model)."""
+    evals, multi = {}, []
     path = os.path.join(out, "eval.jsonl")
     if os.path.exists(path):
         for line in open(path):
             if line.strip():
                 r = json.loads(line)
-                evals[r["model"]] = r
-    return evals
+                if "/multi/" in r["model"]:
+                    multi.append(r)
+                else:
+                    evals[r["model"]] = r
+    return evals, multi
 
 
 def example_curves(out, evals, means, best):
@@ -146,7 +151,7 @@ def fmt_s(s):
 def cmd_report(a):
     out = a.out
     means, best = step_times(out)
-    evals = load_evals(out)
+    evals, multi = load_evals(out)
     curves = example_curves(out, evals, means, best)
     runs = fast_runs(out, evals, means)
     md = ["# Time to quality", ""]
@@ -202,7 +207,6 @@ def cmd_report(a):
                     cells += ["—", "—", "—"]
             md.append(f"| {label} | " + " | ".join(cells) + " |")
         md.append("")
-    multi = [r for r in evals.values() if "/multi/" in r["model"]]
     if multi:
         md.append("Several styles in one network (fast recipe), against the one-style fast run of "
                   "1/N of its time budget (target: each within 1.15×):")
@@ -259,7 +263,11 @@ def plot(path, curves, runs, budgets):
         fast = sorted((r["seconds"], r["total"]) for r in runs if r["style"] == style and r["label"] == "fast")
         if fast:
             ax.plot([t / 60 for t, _ in fast], [l for _, l in fast], "s-", color="#d62728", ms=4,
-                    label="train --recipe fast (one run per budget)")
+                    label="train --recipe fast --decay cosine (one run per budget)")
+        nodecay = sorted((r["seconds"], r["total"]) for r in runs if r["style"] == style and r["label"] == "no decay")
+        if nodecay:
+            ax.plot([t / 60 for t, _ in nodecay], [l for _, l in nodecay], "^", color="#2ca02c", ms=7,
+                    label="--recipe fast --decay none")
         for n, secs, total, _, _ in c:
             if n in budgets:
                 ax.axhline(total, color="#888888", lw=0.6, ls=":")
