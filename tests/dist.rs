@@ -3,7 +3,7 @@
 //! one writer, recovery from a killed worker, a clean stop on Ctrl-C, bounded failures.
 mod common;
 
-use common::{bin, stderr, write_image, write_random_vgg};
+use common::{bin, free_port, stderr, write_image, write_random_vgg};
 use faststyle::checkpoint;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -453,6 +453,58 @@ fn ctrl_c_stops_every_rank_after_one_save() {
     assert_eq!(file.metadata["iterations"], logged.to_string(), "{err}");
     assert_eq!(err.matches("interrupted at iteration").count(), 1, "{err}");
     assert!(!err.contains("error:"), "{err}");
+}
+
+#[test]
+fn sigterm_to_one_rank_stops_every_rank_with_143() {
+    // The ranks are started as a PyTorchJob's pods are, with torchrun's variables set, so that
+    // each one's own exit code is seen (torchrun reports only the first failure).
+    if torchrun().is_none() {
+        return;
+    }
+    let s = Setup::new(4);
+    let port = free_port().to_string();
+    let args = s.args("run", &["--batch-size", "2", "--iterations", "100000"]);
+    let mut ranks: Vec<Child> = (0..2)
+        .map(|rank| {
+            Command::new(bin("train"))
+                .args(&args)
+                .env("OMP_NUM_THREADS", "1")
+                .env("RANK", rank.to_string())
+                .env("LOCAL_RANK", rank.to_string())
+                .env("WORLD_SIZE", "2")
+                .env("MASTER_ADDR", "127.0.0.1")
+                .env("MASTER_PORT", &port)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let (seen, reader) = collect_stdout(&mut ranks[0]);
+    let (err0, err_reader) = collect_stderr(&mut ranks[0]);
+    wait_for(&seen, "\nstep 2 ", Duration::from_secs(120));
+    // The scheduler stops the job through one pod: only rank 1 gets the signal.
+    let term = Command::new("kill")
+        .args(["-TERM", &ranks[1].id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let sent = Instant::now();
+    let codes: Vec<Option<i32>> = ranks.iter_mut().map(|r| r.wait().unwrap().code()).collect();
+    reader.join().unwrap();
+    err_reader.join().unwrap();
+    assert!(
+        sent.elapsed() < Duration::from_secs(40),
+        "took {:?}",
+        sent.elapsed()
+    );
+    let err = err0.lock().unwrap().clone();
+    assert_eq!(codes, vec![Some(143), Some(143)], "{err}");
+    assert_eq!(err.matches("interrupted at iteration").count(), 1, "{err}");
+    let logged = step_lines(&seen.lock().unwrap()).len();
+    let file = checkpoint::read(&s.path("run/style.safetensors")).unwrap();
+    assert_eq!(file.metadata["iterations"], logged.to_string(), "{err}");
 }
 
 #[test]

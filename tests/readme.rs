@@ -14,6 +14,7 @@
 //! README names is missing.
 mod common;
 
+use common::free_port;
 use common::server::Server;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -121,12 +122,6 @@ fn shrink(code: &str) -> String {
 
 /// The budgets added to a `train` command that does not name them.
 const ADDED: [&str; 3] = ["--iterations", "--image-size", "--style-size"];
-
-/// A port nobody listens on now.
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
 
 /// Lines of bash that run `code`, a server, on `port` until it answers HTTP, then stop it.
 fn serve_briefly(code: &str, port: u16, log: &Path) -> String {

@@ -31,6 +31,9 @@ pub struct Round {
     pub photos: usize,
     /// Whether some process was asked to stop: this step is then everyone's last.
     pub stop: bool,
+    /// The exit code that every rank ends a stopped run with, whichever rank got the signal:
+    /// 143 when one got SIGTERM, else 130 for Ctrl-C, else 1.
+    pub code: u8,
 }
 
 /// A collective failed (a peer is gone, or timed out): the cause is likely another rank's.
@@ -221,9 +224,17 @@ impl Ranks {
             return Ok(Round {
                 photos,
                 stop: false,
+                code: stop.exit_code(),
             });
         };
-        let t = Tensor::from_slice(&[photos as i64, i64::from(stop.requested())]);
+        // Counts, so that one sum tells the ranks' photos, stops and signals apart.
+        let code = stop.requested().then(|| stop.exit_code());
+        let t = Tensor::from_slice(&[
+            photos as i64,
+            i64::from(code.is_some()),
+            i64::from(code == Some(143)),
+            i64::from(code == Some(130)),
+        ]);
         collective(
             "agreeing on the step",
             d.group.all_reduce(&t, ReduceOp::Sum),
@@ -232,6 +243,11 @@ impl Ranks {
         Ok(Round {
             photos: v[0] as usize,
             stop: v[1] > 0,
+            code: match (v[2], v[3]) {
+                (n, _) if n > 0 => 143,
+                (_, n) if n > 0 => 130,
+                _ => 1,
+            },
         })
     }
 

@@ -104,6 +104,8 @@ struct Trainer<'r> {
     started: Instant,
     /// Whether the ranks agreed to stop (a signal) after the step just done.
     stopped: bool,
+    /// The exit code the ranks agreed on for that stop (one process: its own signal's).
+    stop_code: u8,
 }
 
 impl<'r> Trainer<'r> {
@@ -287,6 +289,7 @@ impl<'r> Trainer<'r> {
             skipped: HashSet::new(),
             started: Instant::now(),
             stopped: false,
+            stop_code: 1,
             ranks,
             config,
         })
@@ -311,10 +314,12 @@ impl<'r> Trainer<'r> {
                 // Not one photo of this global batch could be read, on any rank.
                 self.pos = batch.next;
                 self.stopped = round.stop;
+                self.stop_code = round.code;
                 continue;
             }
             self.train_step(&batch, &round)?;
             self.stopped = self.ranks.stopping(&round, stop);
+            self.stop_code = round.code;
             let last = self.schedule.done(self.step, self.pos) || self.stopped;
             self.after_step(last)?;
         }
@@ -517,7 +522,12 @@ impl<'r> Trainer<'r> {
             if writes && files.state.exists() {
                 eprintln!("resume with: train --resume {}", self.config.out.display());
             }
-            return Ok(ExitCode::from(stop.exit_code()));
+            let code = if self.ranks.distributed() {
+                self.stop_code
+            } else {
+                stop.exit_code()
+            };
+            return Ok(ExitCode::from(code));
         }
         self.ranks.barrier()?;
         if writes {

@@ -193,3 +193,9 @@ pub fn ycbcr(p: &Rgb<u8>) -> [f64; 3] {
         128.0 + 0.5 * r - 0.418_688 * g - 0.081_312 * b,
     ]
 }
+
+/// A loopback port that nobody listens on now (a server or store binds it a moment later).
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
