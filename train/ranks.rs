@@ -29,11 +29,10 @@ struct Dist {
 pub struct Round {
     /// Photos of the global batch that the processes hold in all.
     pub photos: usize,
-    /// Whether some process was asked to stop: this step is then everyone's last.
-    pub stop: bool,
-    /// The exit code that every rank ends a stopped run with, whichever rank got the signal:
-    /// 143 when one got SIGTERM, else 130 for Ctrl-C, else 1.
-    pub code: u8,
+    /// Set when some process was asked to stop (this step is then everyone's last): the exit
+    /// code that every rank ends with, whichever rank got the signal: 143 when one got SIGTERM,
+    /// else 130 for Ctrl-C, else 1.
+    pub stop: Option<u8>,
 }
 
 /// A collective failed (a peer is gone, or timed out): the cause is likely another rank's.
@@ -221,11 +220,7 @@ impl Ranks {
     /// was asked to stop. One process: its own count, and no stop (it checks after the step).
     pub fn round(&self, photos: usize, stop: &Stop) -> Result<Round> {
         let Some(d) = &self.dist else {
-            return Ok(Round {
-                photos,
-                stop: false,
-                code: stop.exit_code(),
-            });
+            return Ok(Round { photos, stop: None });
         };
         // Counts, so that one sum tells the ranks' photos, stops and signals apart.
         let code = stop.requested().then(|| stop.exit_code());
@@ -242,22 +237,22 @@ impl Ranks {
         let v = Vec::<i64>::try_from(&t).context("cannot read the agreement")?;
         Ok(Round {
             photos: v[0] as usize,
-            stop: v[1] > 0,
-            code: match (v[2], v[3]) {
-                (n, _) if n > 0 => 143,
-                (_, n) if n > 0 => 130,
-                _ => 1,
+            stop: match (v[1], v[2], v[3]) {
+                (0, _, _) => None,
+                (_, n, _) if n > 0 => Some(143),
+                (_, _, n) if n > 0 => Some(130),
+                _ => Some(1),
             },
         })
     }
 
-    /// Whether the run stops after this step: the agreed stop of several ranks, or one
-    /// process's own signal.
-    pub fn stopping(&self, round: &Round, stop: &Stop) -> bool {
+    /// Whether the run stops after this step, with the exit code it ends with: the agreed
+    /// stop of several ranks, or one process's own signal.
+    pub fn stopping(&self, round: &Round, stop: &Stop) -> Option<u8> {
         if self.dist.is_some() {
             round.stop
         } else {
-            stop.requested()
+            stop.requested().then(|| stop.exit_code())
         }
     }
 

@@ -102,10 +102,9 @@ struct Trainer<'r> {
     /// Unreadable photos, each reported once though every epoch meets it again.
     skipped: HashSet<PathBuf>,
     started: Instant,
-    /// Whether the ranks agreed to stop (a signal) after the step just done.
-    stopped: bool,
-    /// The exit code the ranks agreed on for that stop (one process: its own signal's).
-    stop_code: u8,
+    /// Set when the ranks agreed to stop (a signal) after the step just done: the exit code
+    /// they agreed on (one process: its own signal's).
+    stopped: Option<u8>,
 }
 
 impl<'r> Trainer<'r> {
@@ -288,8 +287,7 @@ impl<'r> Trainer<'r> {
             pos,
             skipped: HashSet::new(),
             started: Instant::now(),
-            stopped: false,
-            stop_code: 1,
+            stopped: None,
             ranks,
             config,
         })
@@ -299,7 +297,7 @@ impl<'r> Trainer<'r> {
     /// The ranks of a data-parallel run agree before each step on its photos and on stopping.
     fn train(&mut self, stop: &Stop) -> Result<()> {
         let alone = !self.ranks.distributed();
-        while !self.schedule.done(self.step, self.pos) && !self.stopped {
+        while !self.schedule.done(self.step, self.pos) && self.stopped.is_none() {
             if alone && stop.requested() {
                 break;
             }
@@ -314,13 +312,11 @@ impl<'r> Trainer<'r> {
                 // Not one photo of this global batch could be read, on any rank.
                 self.pos = batch.next;
                 self.stopped = round.stop;
-                self.stop_code = round.code;
                 continue;
             }
             self.train_step(&batch, &round)?;
             self.stopped = self.ranks.stopping(&round, stop);
-            self.stop_code = round.code;
-            let last = self.schedule.done(self.step, self.pos) || self.stopped;
+            let last = self.schedule.done(self.step, self.pos) || self.stopped.is_some();
             self.after_step(last)?;
         }
         self.feed.stop();
@@ -502,7 +498,10 @@ impl<'r> Trainer<'r> {
                 self.scaler.retried, self.scaler.skipped
             );
         }
-        if self.stopped || (!self.ranks.distributed() && stop.requested()) {
+        // One process alone may also have broken out of the loop on its own signal.
+        let alone = !self.ranks.distributed() && stop.requested();
+        let stopped = self.stopped.or(alone.then(|| stop.exit_code()));
+        if let Some(code) = stopped {
             if self.step > self.checkpointer.saved_at {
                 self.save()?;
             }
@@ -522,11 +521,6 @@ impl<'r> Trainer<'r> {
             if writes && files.state.exists() {
                 eprintln!("resume with: train --resume {}", self.config.out.display());
             }
-            let code = if self.ranks.distributed() {
-                self.stop_code
-            } else {
-                stop.exit_code()
-            };
             return Ok(ExitCode::from(code));
         }
         self.ranks.barrier()?;
