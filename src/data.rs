@@ -2,7 +2,6 @@
 //! shuffling per epoch, and batching ahead of the network on worker threads (`loader`).
 mod loader;
 mod photo;
-mod slice;
 
 pub use photo::{Crop, MAX_CROP_ASPECT, MIN_CROP_AREA};
 
@@ -14,7 +13,6 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -180,16 +178,8 @@ impl LoaderConfig {
 /// Batches of photos in the epochs' orders, decoded on worker threads ahead of the network.
 pub struct Loader {
     rx: Option<Receiver<Batch>>,
-    stop: Stop,
+    shared: Arc<loader::Shared>,
     threads: Vec<JoinHandle<()>>,
-}
-
-/// How a loader's threads are told to stop.
-enum Stop {
-    /// The workers and reassembler of [`Loader::start`].
-    Shared(Arc<loader::Shared>),
-    /// The one thread of [`Loader::start_slice`].
-    Flag(Arc<AtomicBool>),
 }
 
 impl Loader {
@@ -197,38 +187,29 @@ impl Loader {
     /// The last batch of an epoch may be smaller than the batch size; an unreadable photo is
     /// skipped, reported with the next batch.
     pub fn start(dataset: Arc<Dataset>, config: LoaderConfig, start: Position) -> Self {
-        let config = LoaderConfig {
-            batch_size: config.batch_size.max(1),
-            ..config
-        };
-        let (tx, rx) = sync_channel(config.prefetch.max(1));
-        let shared = Arc::new(loader::Shared::new(dataset, config, start));
-        let threads = loader::spawn(shared.clone(), tx);
-        Self {
-            rx: Some(rx),
-            stop: Stop::Shared(shared),
-            threads,
-        }
+        Self::start_slice(dataset, config, start, Slice { rank: 0, world: 1 })
     }
 
-    /// Like [`Loader::start`], but yielding only `slice`'s part of each global batch (see
-    /// [`slice`]); one process (`world` 1) is [`Loader::start`]. Centre crops only, unpinned.
+    /// Like [`Loader::start`], but yielding only `slice`'s part of each global batch, where an
+    /// unreadable photo leaves a gap (see `loader`); one process (`world` 1) is
+    /// [`Loader::start`].
     pub fn start_slice(
         dataset: Arc<Dataset>,
         config: LoaderConfig,
         start: Position,
         slice: Slice,
     ) -> Self {
-        if slice.world <= 1 {
-            return Self::start(dataset, config, start);
-        }
+        let config = LoaderConfig {
+            batch_size: config.batch_size.max(1),
+            ..config
+        };
         let (tx, rx) = sync_channel(config.prefetch.max(1));
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = slice::spawn(dataset, config, start, slice, stop.clone(), tx);
+        let shared = Arc::new(loader::Shared::new(dataset, config, start, slice));
+        let threads = loader::spawn(shared.clone(), tx);
         Self {
             rx: Some(rx),
-            stop: Stop::Flag(stop),
-            threads: vec![thread],
+            shared,
+            threads,
         }
     }
 
@@ -241,10 +222,7 @@ impl Loader {
 
 impl Drop for Loader {
     fn drop(&mut self) {
-        match &self.stop {
-            Stop::Shared(shared) => shared.request_stop(),
-            Stop::Flag(flag) => flag.store(true, Ordering::Relaxed),
-        }
+        self.shared.request_stop();
         // Dropping the receiver unblocks a reassembler waiting to send.
         self.rx.take();
         for t in self.threads.drain(..) {
@@ -372,6 +350,77 @@ mod tests {
         let k = (3..6).find(|&k| all[k].1.index != 0).unwrap();
         assert_eq!(all[k].1.epoch, 1);
         assert_eq!(batches(&dataset, config, all[k].1, 8 - k - 1), all[k + 1..]);
+    }
+
+    #[test]
+    fn the_slices_of_two_ranks_make_each_global_batch_with_gaps_for_unreadable_photos() {
+        // 7 files (one broken) in global batches of 4: each epoch is a batch of 4 and one of
+        // 3, rank 0 takes positions 0-1 and 4-5 of the order, rank 1 positions 2-3 and 6.
+        let (_dir, dataset) = folder(6);
+        let config = LoaderConfig {
+            batch_size: 4,
+            image_size: 16,
+            seed: 3,
+            threads: 2,
+            ..Default::default()
+        };
+        let red = |i: usize| {
+            let name = dataset.files[i].file_stem().unwrap().to_string_lossy();
+            name[1..].parse::<u8>().ok().map(|n| n * 10)
+        };
+        let sliced = |rank, start, count| {
+            let slice = Slice { rank, world: 2 };
+            let mut loader = Loader::start_slice(dataset.clone(), config, start, slice);
+            (0..count)
+                .map(|_| loader.next_batch().unwrap())
+                .collect::<Vec<_>>()
+        };
+        let (r0, r1) = (
+            sliced(0, Position::default(), 6),
+            sliced(1, Position::default(), 6),
+        );
+        for (b, (x, y)) in r0.iter().zip(&r1).enumerate() {
+            let epoch = b as u64 / 2;
+            let order = dataset.epoch_order(3, epoch);
+            let at = 4 * (b % 2);
+            let global = (order.len() - at).min(4);
+            assert_eq!(
+                (x.offset, y.offset, x.global, y.global),
+                (0, 2, global, global)
+            );
+            assert_eq!(x.next, y.next);
+            for (batch, part) in [(x, at..at + 2), (y, at + 2..(at + 4).min(order.len()))] {
+                let want: Vec<u8> = part.clone().filter_map(|p| red(order[p])).collect();
+                let n = batch.images.size()[0];
+                let got: Vec<u8> = (0..n)
+                    .map(|i| batch.images.int64_value(&[i, 0, 5, 5]) as u8)
+                    .collect();
+                assert_eq!(got, want, "batch {b}, positions {part:?}");
+                let broken = part.clone().any(|p| red(order[p]).is_none());
+                assert_eq!(batch.skipped.len(), broken as usize, "batch {b}");
+            }
+        }
+        // Started at a batch's position, a rank continues with the same batches.
+        let again = sliced(1, r1[2].next, 3);
+        for (a, b) in again.iter().zip(&r1[3..]) {
+            assert!(a.images.equal(&b.images) && a.next == b.next);
+        }
+        // A rank whose part of the only, short batch is empty still gets its empty batches.
+        let (_one, single) = folder(0);
+        let mut loader = Loader::start_slice(
+            single,
+            LoaderConfig {
+                batch_size: 2,
+                ..config
+            },
+            Position::default(),
+            Slice { rank: 1, world: 2 },
+        );
+        let empty = loader.next_batch().unwrap();
+        assert_eq!(
+            (empty.images.size()[0], empty.offset, empty.global),
+            (0, 1, 1)
+        );
     }
 
     #[test]

@@ -171,6 +171,7 @@ fn two_processes_train_as_one_process_with_the_whole_batch() {
         step_lines(&String::from_utf8_lossy(&one.stdout)),
         step_lines(&String::from_utf8_lossy(&two.stdout)),
     );
+    let centre_first = a[0].1.clone();
     // Rank 0 alone logs: each step once.
     assert_eq!(b.iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![1, 2, 3]);
     assert_losses_close(&last_of_each(a), &last_of_each(b), 1e-4);
@@ -226,6 +227,22 @@ fn two_processes_train_as_one_process_with_the_whole_batch() {
     assert_eq!(events, 1);
     let err = stderr(&two);
     assert_eq!(err.matches("saved style model").count(), 1, "{err}");
+
+    // With `--augment`, each photo gets the same random crop in whichever process decodes it.
+    let augmented = [&flags[..], &["--augment"]].concat();
+    let one = one_process(&s.args("one-augmented", &augmented));
+    let two = launch(&torchrun, 2, &[], &s.args("two-augmented", &augmented))
+        .output()
+        .unwrap();
+    assert_ok(&one);
+    assert_ok(&two);
+    let (a, b) = (
+        step_lines(&String::from_utf8_lossy(&one.stdout)),
+        step_lines(&String::from_utf8_lossy(&two.stdout)),
+    );
+    assert_losses_close(&last_of_each(a.clone()), &last_of_each(b), 1e-4);
+    // And not the centre crops: the first step's losses differ from the run above.
+    assert_ne!(a[0].1, centre_first);
 }
 
 /// The processes that torchrun (pid `parent`) started, by their RANK.

@@ -143,10 +143,6 @@ impl<'r> Trainer<'r> {
             style_images.push(style);
         }
 
-        if ranks.distributed() && config.augment {
-            // The sliced loader of a data-parallel run takes centre crops only.
-            anyhow::bail!("--augment is not supported in a data-parallel run yet (train without it, or in one process)");
-        }
         let writes = ranks.writes();
         if writes {
             std::fs::create_dir_all(&config.out).with_context(|| {

@@ -1,9 +1,16 @@
 //! The loader's threads. Workers take photo numbers from a shared cursor and decode each into
 //! a crop buffer from a bounded pool, with no libtorch call; a reassembler puts the crops
 //! back in order into batches filled in place, and reports the photos that failed.
+//!
+//! One process takes every photo, and a batch is the next `batch_size` readable ones. A
+//! data-parallel rank takes only its part of every global batch (the next `batch_size` photos
+//! of the epoch's order): rank r's photos `r·B/world .. (r+1)·B/world` of it. There an
+//! unreadable photo leaves a gap rather than pulling the next photo in, since no process knows
+//! what the others could read, and a rank whose part is empty still gets its (empty) batch.
 use super::photo::{Crop, PhotoBuffers};
-use super::{Batch, Dataset, LoaderConfig, Position};
+use super::{Batch, Dataset, LoaderConfig, Position, Slice};
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender, SyncSender};
@@ -15,7 +22,10 @@ use tch::{Device, Kind, Tensor};
 pub struct Shared {
     pub dataset: Arc<Dataset>,
     pub config: LoaderConfig,
-    /// The photo number (epoch × photos + index) the loader starts at.
+    plan: Plan,
+    /// Where the loader starts.
+    start_at: Position,
+    /// The number of this process's photo (epoch × its photos per epoch + rank) it starts at.
     start: u64,
     /// The next photo to take, counted from `start`.
     cursor: AtomicU64,
@@ -61,13 +71,71 @@ impl Pool {
     }
 }
 
+/// Which photos of every epoch's order this process takes.
+struct Plan {
+    /// Sliced: each global batch of an epoch, its stretch of the order and this rank's part of
+    /// it. Empty in one process, whose batches are filled from the photos that could be read.
+    parts: Vec<Part>,
+    /// The positions in an epoch's order that this process takes, in order.
+    mine: Vec<usize>,
+}
+
+/// A global batch: its stretch of the epoch's order, and this rank's part of it.
+struct Part {
+    stretch: Range<usize>,
+    mine: Range<usize>,
+}
+
+impl Plan {
+    fn new(photos: usize, batch_size: usize, slice: Slice) -> Self {
+        if slice.world <= 1 {
+            return Self {
+                parts: Vec::new(),
+                mine: (0..photos).collect(),
+            };
+        }
+        let share = (batch_size / slice.world).max(1);
+        let parts: Vec<Part> = (0..photos)
+            .step_by(batch_size)
+            .map(|at| {
+                let end = (at + batch_size).min(photos);
+                let first = (at + slice.rank * share).min(end);
+                Part {
+                    stretch: at..end,
+                    mine: first..(first + share).min(end),
+                }
+            })
+            .collect();
+        let mine = parts.iter().flat_map(|p| p.mine.clone()).collect();
+        Self { parts, mine }
+    }
+
+    /// Photos of each epoch that this process takes.
+    fn per_epoch(&self) -> u64 {
+        self.mine.len() as u64
+    }
+
+    /// The crops one of this process's batches holds at most.
+    fn batch_capacity(&self, batch_size: usize) -> usize {
+        self.parts
+            .iter()
+            .map(|p| p.mine.len())
+            .max()
+            .unwrap_or(batch_size)
+    }
+}
+
 impl Shared {
-    pub fn new(dataset: Arc<Dataset>, config: LoaderConfig, start: Position) -> Self {
-        let n = dataset.len() as u64;
+    /// The threads' state for `slice`'s photos from `start` on.
+    pub fn new(dataset: Arc<Dataset>, config: LoaderConfig, start: Position, slice: Slice) -> Self {
+        let plan = Plan::new(dataset.len(), config.batch_size, slice);
         let crop_len = 3 * (config.image_size as usize).pow(2);
         let buffers = (2 * config.threads()).max(config.batch_size).max(4);
+        let before = plan.mine.partition_point(|&i| i < start.index) as u64;
         Self {
-            start: start.epoch * n + start.index as u64,
+            start: start.epoch * plan.per_epoch() + before,
+            start_at: start,
+            plan,
             cursor: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             pool: Pool {
@@ -87,13 +155,13 @@ impl Shared {
         self.pool.ready.notify_all();
     }
 
-    /// The epoch and index in that epoch's order of photo `k` from the start.
+    /// The epoch and index in that epoch's order of this process's photo `k` from the start.
     fn position(&self, k: u64) -> Position {
-        let n = self.dataset.len() as u64;
+        let n = self.plan.per_epoch();
         let g = self.start + k;
         Position {
             epoch: g / n,
-            index: (g % n) as usize,
+            index: self.plan.mine[(g % n) as usize],
         }
     }
 
@@ -127,7 +195,15 @@ pub fn spawn(shared: Arc<Shared>, tx: SyncSender<Batch>) -> Vec<JoinHandle<()>> 
         .collect();
     drop(done_tx);
     threads.push(std::thread::spawn(move || {
-        reassemble(&shared, &done_rx, &tx);
+        let photos = InOrder {
+            done: done_rx,
+            waiting: BTreeMap::new(),
+            next: 0,
+        };
+        match shared.plan.parts.is_empty() {
+            true => reassemble(&shared, photos, &tx),
+            false => reassemble_parts(&shared, photos, &tx),
+        }
         // Whatever ended the batches ends the workers too.
         shared.request_stop();
     }));
@@ -138,6 +214,9 @@ pub fn spawn(shared: Arc<Shared>, tx: SyncSender<Batch>) -> Vec<JoinHandle<()>> 
 fn work(shared: &Shared, done: &Sender<Done>) {
     let mut buffers = PhotoBuffers::default();
     let config = shared.config;
+    if shared.plan.per_epoch() == 0 {
+        return; // a rank whose every part is empty
+    }
     while let Some(mut crop) = shared.pool.take(&shared.stop) {
         let k = shared.cursor.fetch_add(1, Ordering::SeqCst);
         let pos = shared.position(k);
@@ -170,9 +249,9 @@ struct Filling {
 }
 
 impl Filling {
-    fn new(config: &LoaderConfig) -> Self {
+    fn new(config: &LoaderConfig, capacity: usize) -> Self {
         let s = config.image_size as i64;
-        let shape = [config.batch_size as i64, 3, s, s];
+        let shape = [capacity as i64, 3, s, s];
         let images = Tensor::empty(shape, (Kind::Uint8, Device::Cpu));
         let images = match config.pin_memory {
             Some(device) if device.is_cuda() => images.pin_memory(device),
@@ -201,34 +280,43 @@ impl Filling {
     }
 }
 
-/// Puts the workers' photos back in order into batches; ends when the consumer goes, or
-/// when a whole epoch gave not one photo.
-fn reassemble(shared: &Shared, done: &Receiver<Done>, tx: &SyncSender<Batch>) {
+/// The workers' photos, put back in order.
+struct InOrder {
+    done: Receiver<Done>,
+    waiting: BTreeMap<u64, Done>,
+    next: u64,
+}
+
+impl InOrder {
+    /// The next photo and its number, or `None` once the workers are gone.
+    fn next(&mut self) -> Option<(u64, Done)> {
+        loop {
+            if let Some(photo) = self.waiting.remove(&self.next) {
+                self.next += 1;
+                return Some((self.next - 1, photo));
+            }
+            let d = self.done.recv().ok()?;
+            self.waiting.insert(d.k, d);
+        }
+    }
+}
+
+/// One process: the readable photos in order, `batch_size` to a batch (fewer at an epoch's
+/// end); ends when the consumer goes, or when a whole epoch gave not one photo.
+fn reassemble(shared: &Shared, mut photos_in_order: InOrder, tx: &SyncSender<Batch>) {
     let config = &shared.config;
     let photos = shared.dataset.len();
-    let mut waiting: BTreeMap<u64, Done> = BTreeMap::new();
-    let mut next = 0u64;
     let mut batch: Option<Filling> = None;
     let mut skipped: Vec<(PathBuf, String)> = Vec::new();
     // Whether the current epoch was read from its start, and whether it gave any photo.
-    let mut whole_epoch = shared.position(0).index == 0;
+    let mut whole_epoch = shared.start_at.index == 0;
     let mut delivered = false;
-    loop {
-        let Some(photo) = waiting.remove(&next) else {
-            match done.recv() {
-                Ok(d) => {
-                    waiting.insert(d.k, d);
-                    continue;
-                }
-                Err(_) => return,
-            }
-        };
-        let pos = shared.position(next);
-        next += 1;
+    while let Some((k, photo)) = photos_in_order.next() {
+        let pos = shared.position(k);
         match &photo.error {
             None => {
                 batch
-                    .get_or_insert_with(|| Filling::new(config))
+                    .get_or_insert_with(|| Filling::new(config, config.batch_size))
                     .push(&photo.crop);
                 delivered = true;
             }
@@ -274,5 +362,58 @@ fn reassemble(shared: &Shared, done: &Receiver<Done>, tx: &SyncSender<Batch>) {
             whole_epoch = true;
             delivered = false;
         }
+    }
+}
+
+/// A data-parallel rank: its part of every global batch, a gap for each photo that failed.
+/// An empty part is an empty batch, so that the rank still takes part in the step.
+fn reassemble_parts(shared: &Shared, mut photos_in_order: InOrder, tx: &SyncSender<Batch>) {
+    let config = &shared.config;
+    let photos = shared.dataset.len();
+    let capacity = shared.plan.batch_capacity(config.batch_size);
+    let mut epoch = shared.start_at.epoch;
+    let mut first = shared
+        .plan
+        .parts
+        .partition_point(|p| p.stretch.start < shared.start_at.index);
+    loop {
+        for part in &shared.plan.parts[first..] {
+            let mut filling = Filling::new(config, capacity);
+            let mut skipped = Vec::new();
+            for _ in part.mine.clone() {
+                let Some((k, photo)) = photos_in_order.next() else {
+                    return;
+                };
+                match &photo.error {
+                    None => filling.push(&photo.crop),
+                    Some(reason) => {
+                        skipped.push((shared.file(shared.position(k)).clone(), reason.clone()))
+                    }
+                }
+                shared.pool.give(photo.crop);
+            }
+            let next = match part.stretch.end == photos {
+                true => Position {
+                    epoch: epoch + 1,
+                    index: 0,
+                },
+                false => Position {
+                    epoch,
+                    index: part.stretch.end,
+                },
+            };
+            let batch = Batch {
+                images: filling.finish(),
+                next,
+                skipped,
+                offset: part.mine.start - part.stretch.start,
+                global: part.stretch.len(),
+            };
+            if tx.send(batch).is_err() {
+                return;
+            }
+        }
+        first = 0;
+        epoch += 1;
     }
 }
