@@ -65,7 +65,7 @@ impl Stylizer {
         styles::select(choice, &self.names).with_context(|| self.path.display().to_string())
     }
 
-    /// Chooses the style that [`Stylizer::stylize`] applies.
+    /// Chooses the style that [`Stylizer::stylize_at`] and [`Stylizer::stylize_batch`] apply.
     pub fn select(&mut self, choice: Option<&StyleChoice>) -> Result<()> {
         self.style = Some(self.resolve(choice)?);
         Ok(())
@@ -77,16 +77,10 @@ impl Stylizer {
     }
 
     /// Stylizes pictures of one size in one forward pass, in the selected style (instance
-    /// norm is per picture, so each result equals that of [`Stylizer::stylize`]). Bytes, not
+    /// norm is per picture, so each result equals that of [`Stylizer::stylize_at`]). Bytes, not
     /// floats, cross between the CPU and the device.
     pub fn stylize_batch(&self, pictures: &[&RgbImage]) -> Result<Vec<RgbImage>> {
-        let style = self.style.as_ref().ok_or_else(|| {
-            anyhow!(
-                "{}: no style chosen among its {} styles",
-                self.path.display(),
-                self.names.len()
-            )
-        })?;
+        let style = self.selected()?;
         let Some(first) = pictures.first() else {
             return Ok(Vec::new());
         };
@@ -124,31 +118,17 @@ impl Stylizer {
             .collect()
     }
 
-    /// Stylizes one picture in the selected style; the result has the picture's size.
-    pub fn stylize(&self, rgb: &RgbImage) -> Result<RgbImage> {
-        let style = self.style.as_ref().ok_or_else(|| {
-            anyhow!(
-                "{}: no style chosen among its {} styles",
-                self.path.display(),
-                self.names.len()
-            )
-        })?;
-        self.stylize_as(rgb, style)
-    }
-
     /// Stylizes one picture in the selected style at `depth`: the network's output rounded
     /// to 8 bits, or quantised to 16 (for 16-bit photos).
     pub fn stylize_at(&self, rgb: &RgbImage, depth: Depth) -> Result<Colour> {
+        self.stylize_as_at(rgb, self.selected()?, depth)
+    }
+
+    /// Stylizes one picture in `style` (from [`Stylizer::resolve`]) at `depth`.
+    pub fn stylize_as_at(&self, rgb: &RgbImage, style: &StyleMix, depth: Depth) -> Result<Colour> {
         if depth == Depth::Eight {
-            return self.stylize(rgb).map(Colour::Eight);
+            return self.stylize_as(rgb, style).map(Colour::Eight);
         }
-        let style = self.style.as_ref().ok_or_else(|| {
-            anyhow!(
-                "{}: no style chosen among its {} styles",
-                self.path.display(),
-                self.names.len()
-            )
-        })?;
         let (w, h) = rgb.dimensions();
         if let Some(tile) = self.tiling.tile_for(i64::from(w), i64::from(h)) {
             return tiled::stylize_16(&self.net, style, rgb, tile, self.device, self.kind)
@@ -157,6 +137,17 @@ impl Stylizer {
         let x = imageio::to_device_tensor(rgb, self.device, self.kind);
         let y = tch::no_grad(|| self.net.forward_style(&x, style));
         imageio::from_tensor_16(&y).map(Colour::Sixteen)
+    }
+
+    /// The style chosen by [`Stylizer::select`].
+    fn selected(&self) -> Result<&StyleMix> {
+        self.style.as_ref().ok_or_else(|| {
+            anyhow!(
+                "{}: no style chosen among its {} styles",
+                self.path.display(),
+                self.names.len()
+            )
+        })
     }
 
     /// Stylizes one picture in `style` (from [`Stylizer::resolve`]).

@@ -559,6 +559,33 @@ fn sixteen_bit_png_and_tiff_stay_sixteen_bits() {
     ));
 }
 
+#[test]
+fn the_server_answers_a_sixteen_bit_photo_in_sixteen_bits_as_infer_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = dir.path().join("models");
+    std::fs::create_dir(&models).unwrap();
+    common::random_model(&models.join("a.safetensors"), 4);
+    let input = dir.path().join("deep.png");
+    DynamicImage::ImageRgb16(deep_photo(37, 22))
+        .save(&input)
+        .unwrap();
+    let server = Server::start(&models, &[]);
+    let answer = post(
+        &format!("{}/v1/stylize?model=a", server.url),
+        &std::fs::read(&input).unwrap(),
+        None,
+    );
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let DynamicImage::ImageRgb16(styled) = image::load_from_memory(&answer.body).unwrap() else {
+        panic!("the answer is not 16-bit");
+    };
+    let fine = styled.as_raw().iter().filter(|&&v| v % 257 != 0).count();
+    assert!(fine * 2 > styled.as_raw().len(), "only 8 bits of precision");
+    let written = dir.path().join("infer.png");
+    stylize(&models.join("a.safetensors"), &input, &written, &[]);
+    assert_eq!(answer.body, std::fs::read(&written).unwrap());
+}
+
 /// Writes a 64×32 photo, bright in its left quarter, with EXIF orientation 6 and a Display P3
 /// profile, as HEIC (pillow-heif) or AVIF (Pillow).
 const WRITE_HEIF: &str = r#"

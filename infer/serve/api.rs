@@ -93,11 +93,11 @@ pub async fn stylize(
     let bytes = upload.bytes.clone();
     let (limits, max_size) = (state.limits, params.max_size);
     let decoded = blocking(move || stylize::decode(&bytes, max_size, limits)).await?;
-    let stylized = stylize::network(&state, &catalog, &params, &decoded.picture).await?;
     let format = params
         .format
         .or(decoded.format)
         .unwrap_or(OutputFormat::Png);
+    let stylized = stylize::network(&state, &catalog, &params, &decoded.picture, format).await?;
     let encoded =
         blocking(move || stylize::encode(decoded.picture, stylized, &params, format)).await?;
     Ok(([(header::CONTENT_TYPE, stylize::mime(format))], encoded).into_response())

@@ -303,6 +303,7 @@ async fn frame_task(
     let _permit = stylize::admit(&state)?;
     let (limits, max_size) = (state.limits, params.max_size);
     let decoded = blocking(move || stylize::decode(&frame, max_size, limits)).await?;
-    let stylized = stylize::network(&state, &catalog, &params, &decoded.picture).await?;
-    blocking(move || stylize::encode(decoded.picture, stylized, &params, OutputFormat::Jpeg)).await
+    let jpeg = OutputFormat::Jpeg;
+    let stylized = stylize::network(&state, &catalog, &params, &decoded.picture, jpeg).await?;
+    blocking(move || stylize::encode(decoded.picture, stylized, &params, jpeg)).await
 }

@@ -85,19 +85,21 @@ pub fn decode(bytes: &[u8], max_size: Option<u32>, limits: Limits) -> Result<Dec
 }
 
 /// Runs the picture through the worker and waits for the network's result (`params` were
-/// read against `catalog`).
+/// read against `catalog`), at the depth its answer in `format` holds.
 pub async fn network(
     state: &AppState,
     catalog: &Catalog,
     params: &StyleParams,
     picture: &Prepared,
-) -> Result<image::RgbImage, ApiError> {
+    format: OutputFormat,
+) -> Result<Colour, ApiError> {
     let (reply, result) = oneshot::channel();
     let job = Job {
         network: catalog.network(params.model),
         style: params.style.clone(),
         choice: params.choice.clone(),
         rgb: picture.network_input().clone(),
+        depth: adjust::network_depth(&picture.photo, format),
         reply,
     };
     match state.queue.push(job) {
@@ -118,12 +120,11 @@ pub async fn network(
     }
 }
 
-/// Applies the colour options and encodes, as `infer` writes a file (the network's result at
-/// 8 bits, widened for 16-bit answers), with the metadata stripped unless `keep_metadata`.
-/// Blocking.
+/// Applies the colour options and encodes, as `infer` writes a file, with the metadata
+/// stripped unless `keep_metadata`. Blocking.
 pub fn encode(
     original: Prepared,
-    stylized: image::RgbImage,
+    stylized: Colour,
     params: &StyleParams,
     format: OutputFormat,
 ) -> Result<Vec<u8>, ApiError> {
@@ -132,7 +133,7 @@ pub fn encode(
         strength: params.strength,
         strip_metadata: !params.keep_metadata,
     };
-    let photo = adjust::finish_photo(original, Colour::Eight(stylized), format, finish)
+    let photo = adjust::finish_photo(original, stylized, format, finish)
         .map_err(|e| ApiError::internal(format!("{e:#}")))?;
     imageio::encode_photo(&photo, format, params.quality)
         .map_err(|e| ApiError::internal(format!("cannot encode the result: {e:#}")))

@@ -8,6 +8,7 @@ use crate::guard;
 use crate::model::Stylizer;
 use anyhow::{anyhow, Result};
 use faststyle::conditional::StyleMix;
+use faststyle::imageio::{Colour, Depth};
 use faststyle::styles::StyleChoice;
 use image::RgbImage;
 use std::collections::VecDeque;
@@ -39,17 +40,22 @@ pub struct Job {
     pub choice: Option<StyleChoice>,
     /// The picture, already decoded and scaled.
     pub rgb: RgbImage,
+    /// The depth of the result: 16 bits for a 16-bit photo answered in a format that holds
+    /// them (such a job goes through the network alone).
+    pub depth: Depth,
     /// Receives the network's output.
-    pub reply: oneshot::Sender<Result<RgbImage>>,
+    pub reply: oneshot::Sender<Result<Colour>>,
 }
 
 impl Job {
     /// Whether two jobs can share one pass through the network: the same model, the same
-    /// resolved style or mix (however it was written), the same size.
+    /// resolved style or mix (however it was written), the same size, 8-bit results.
     fn batches_with(&self, other: &Job) -> bool {
         Arc::ptr_eq(&self.network, &other.network)
             && self.style == other.style
             && self.rgb.dimensions() == other.rgb.dimensions()
+            && self.depth == Depth::Eight
+            && other.depth == Depth::Eight
     }
 }
 
@@ -183,15 +189,17 @@ pub fn spawn(
 }
 
 /// One pass through the network; a failure (say, out of memory) is every job's error.
-fn run(net: &mut Stylizer, batch: &[Job]) -> Vec<Result<RgbImage>> {
+fn run(net: &mut Stylizer, batch: &[Job]) -> Vec<Result<Colour>> {
     let outcome = guard::catch(|| {
         if let [job] = batch {
-            Ok(vec![net.stylize_as(&job.rgb, &job.style)?])
+            Ok(vec![net.stylize_as_at(&job.rgb, &job.style, job.depth)?])
         } else {
             // Every job of a batch resolves to the same mix, so the first one's choice
             // selects what the batch gets.
             net.select(batch[0].choice.as_ref())?;
-            net.stylize_batch(&batch.iter().map(|j| &j.rgb).collect::<Vec<_>>())
+            let pictures = batch.iter().map(|j| &j.rgb).collect::<Vec<_>>();
+            let results = net.stylize_batch(&pictures)?;
+            Ok(results.into_iter().map(Colour::Eight).collect())
         }
     });
     match outcome {
@@ -230,7 +238,7 @@ mod tests {
             .collect()
     }
 
-    fn job(model: &Network, w: u32, h: u32) -> (Job, oneshot::Receiver<Result<RgbImage>>) {
+    fn job(model: &Network, w: u32, h: u32) -> (Job, oneshot::Receiver<Result<Colour>>) {
         styled(model, StyleMix::One(0), None, w, h)
     }
 
@@ -240,13 +248,14 @@ mod tests {
         choice: Option<&str>,
         w: u32,
         h: u32,
-    ) -> (Job, oneshot::Receiver<Result<RgbImage>>) {
+    ) -> (Job, oneshot::Receiver<Result<Colour>>) {
         let (reply, rx) = oneshot::channel();
         let job = Job {
             network: Arc::clone(model),
             style,
             choice: choice.map(|c| c.parse().unwrap()),
             rgb: RgbImage::new(w, h),
+            depth: Depth::Eight,
             reply,
         };
         (job, rx)
