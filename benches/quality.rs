@@ -224,6 +224,7 @@ fn step_time(a: &StepTimeArgs) -> Result<()> {
                 pinned_copies: false,
                 draws: Default::default(),
                 shard: None,
+                balance: false,
             };
             let t0 = Instant::now();
             let losses = step.run(&batch, adam, &mut scaler)?;

@@ -439,6 +439,7 @@ fn train_step(a: &TrainStepArgs) -> Result<()> {
         pinned_copies: !a.no_pin,
         draws: Default::default(),
         shard: None,
+        balance: false,
     };
     // Losses stay on the device: no host synchronisation inside the timed steps.
     let mut sums = Tensor::zeros([4], (Kind::Float, device));

@@ -33,6 +33,10 @@ pub struct Step<'a> {
     pub draws: Draws,
     /// This process's part of a data-parallel step; `None` for one process.
     pub shard: Option<Shard<'a>>,
+    /// Train on the loss divided by its own (detached) value, the gradient of its log: so
+    /// that in a network of several styles, a style whose losses are larger does not set
+    /// Adam's step sizes for the others. The losses returned are the plain ones.
+    pub balance: bool,
 }
 
 /// How a data-parallel step meets the other processes (see `train`'s ranks).
@@ -115,7 +119,10 @@ impl Step<'_> {
             if let Some(sync) = sync {
                 sync.before_backward()?;
             }
-            scaler.backward(&losses.total)?;
+            match self.balance {
+                true => scaler.backward(&(&losses.total / losses.total.detach()))?,
+                false => scaler.backward(&losses.total)?,
+            }
             tries += 1;
             if scaler.unscale_and_check(adam, sync)? {
                 adam.step()?;

@@ -2,11 +2,17 @@
 //! `infer`, the style sheet, training several styles, and adding a style to a model.
 mod common;
 
-use common::{error_lines, read_rgb, run, stderr, write_image, write_random_vgg};
+use common::{error_lines, random_net, read_rgb, run, stderr, write_image, write_random_vgg};
 use faststyle::checkpoint::{self, ModelFile, ModelInfo};
 use faststyle::conditional::StyleMix;
+use faststyle::device::Precision;
 use faststyle::imageio;
+use faststyle::loss::{self, LossWeights};
+use faststyle::optim::Adam;
+use faststyle::temporal::Draws;
+use faststyle::training::{LossScaler, Step};
 use faststyle::transformer::TransformerNet;
+use faststyle::vgg::Vgg16;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -780,4 +786,77 @@ fn bad_style_options_are_one_line_errors() {
         ],
         &["missing.safetensors"],
     );
+}
+
+/// The gradient of one step of a fresh random network whose losses are weighted by `scale`.
+fn step_gradient(vgg: &Vgg16, balance: bool, scale: f64) -> Vec<Tensor> {
+    let (vs, net) = random_net(3);
+    let pattern = |n: i64, modulus: i64| {
+        Tensor::arange(n * 3 * 32 * 32, (Kind::Int64, Device::Cpu))
+            .remainder(modulus)
+            .view([n, 3, 32, 32])
+    };
+    let grams = loss::style_targets(vgg, &(pattern(1, 97).to_kind(Kind::Float) * 2.5));
+    let images = pattern(2, 251).to_kind(Kind::Uint8);
+    let mut adam = Adam::new(checkpoint::variables(&vs), 1e-3);
+    let step = Step {
+        net: &net,
+        vgg,
+        style_grams: &grams,
+        style: 0,
+        weights: LossWeights {
+            content: 1e5 * scale,
+            style: 1e10 * scale,
+            tv: 0.0,
+            stability: 0.0,
+            temporal: 0.0,
+        },
+        precision: Precision::Fp32,
+        device: Device::Cpu,
+        pinned_copies: false,
+        draws: Draws {
+            seed: 1,
+            step: 0,
+            first_photo: 0,
+        },
+        shard: None,
+        balance,
+    };
+    step.run(&images, &mut adam, &mut LossScaler::new(Precision::Fp32))
+        .unwrap();
+    let mut vars: Vec<_> = vs.variables().into_iter().collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    vars.into_iter().map(|(_, v)| v.grad()).collect()
+}
+
+#[test]
+fn a_balanced_step_follows_the_loss_whatever_its_scale() {
+    // --balance-styles: a style whose losses are 100 times larger gets the same gradient,
+    // so it no longer sets Adam's step sizes for the other styles; unbalanced, 100 times it.
+    let dir = tempfile::tempdir().unwrap();
+    write_random_vgg(&dir.path().join("vgg.safetensors"), 5);
+    let vgg = Vgg16::load(&dir.path().join("vgg.safetensors"), Device::Cpu).unwrap();
+    // Over all the weights at once: the biases before an instance norm get only rounding
+    // noise (none in exact arithmetic), which does not scale.
+    let close = |a: &[Tensor], b: &[Tensor], factor: f64| {
+        let flat =
+            |t: &[Tensor]| Tensor::cat(&t.iter().map(|g| g.flatten(0, -1)).collect::<Vec<_>>(), 0);
+        let (a, b) = (flat(a), flat(b));
+        let err = (a * factor - &b).norm().double_value(&[]);
+        err <= 1e-4 * b.norm().double_value(&[])
+    };
+    let (small, large) = (
+        step_gradient(&vgg, true, 1.0),
+        step_gradient(&vgg, true, 100.0),
+    );
+    assert!(
+        close(&small, &large, 1.0),
+        "balanced gradients differ with the loss's scale"
+    );
+    let (small, large) = (
+        step_gradient(&vgg, false, 1.0),
+        step_gradient(&vgg, false, 100.0),
+    );
+    assert!(close(&small, &large, 100.0));
+    assert!(!close(&small, &large, 1.0));
 }

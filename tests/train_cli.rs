@@ -198,6 +198,10 @@ fn resume_refuses_a_changed_recipe_naming_both_values() {
     refused(&["--recipe", "fast"], &["--recipe", "example", "fast"]);
     refused(&["--warmup", "0.1"], &["--warmup", "0", "0.1"]);
     refused(&["--augment"], &["--augment", "false", "true"]);
+    refused(
+        &["--balance-styles"],
+        &["--balance-styles", "false", "true"],
+    );
     // Flags that s.args gives: replaced by a different value.
     let changed = |flag: &str, value: &str| {
         let mut args = s.args(&["--iterations", "2", "--resume"]);

@@ -154,6 +154,11 @@ pub struct Args {
     /// else fresh weights].
     #[arg(long, value_name = "FILE|none")]
     pub base: Option<PathBuf>,
+    /// Several styles: each batch trains on its loss divided by its own value (the gradient
+    /// of its log), so that a style with larger losses does not set Adam's step sizes for
+    /// the others; `--balance-styles false` turns it off [default: off].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub balance_styles: Option<bool>,
     /// Random resized crops (25–100% of the centred square's area, aspect 3:4 to 4:3) and
     /// horizontal flips instead of centre crops, against overfitting small photo folders.
     #[arg(long)]
@@ -214,6 +219,7 @@ impl Args {
             progressive: self.progressive,
             betas: self.betas,
             base: self.base.as_deref().map(recipe::file_or_none),
+            balance_styles: self.balance_styles,
         }
     }
 
@@ -460,6 +466,11 @@ impl Config {
             "--betas",
             &betas(&rr.betas),
             args.betas.as_ref().map(betas).as_ref(),
+        )?;
+        resume::same(
+            "--balance-styles",
+            &rr.balance_styles,
+            args.balance_styles.as_ref(),
         )?;
         if let Some(base) = args.recipe_given().base {
             resume::same_or_none("--base", rr.base.as_deref(), base.as_deref())?;

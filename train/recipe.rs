@@ -67,6 +67,10 @@ pub struct Recipe {
     pub betas: [f64; 2],
     /// The network a new run starts from when `--init` is not given (`None`: fresh weights).
     pub base: Option<PathBuf>,
+    /// Several styles: each batch trains on its loss divided by its own value, so that a style
+    /// whose losses are larger does not set Adam's step sizes for the others.
+    #[serde(default)]
+    pub balance_styles: bool,
 }
 
 /// The fast recipe's defaults (measured: README, "Time to quality").
@@ -84,6 +88,8 @@ pub mod fast {
     pub const BETAS: [f64; 2] = [0.9, 0.999];
     /// Batch size.
     pub const BATCH_SIZE: usize = 4;
+    /// Several styles' losses balanced.
+    pub const BALANCE_STYLES: bool = false;
 }
 
 /// File name of the shipped base network that the fast recipe starts from.
@@ -99,6 +105,7 @@ pub struct Given {
     pub betas: Option<[f64; 2]>,
     /// `Some(None)`: `--base none`.
     pub base: Option<Option<PathBuf>>,
+    pub balance_styles: Option<bool>,
 }
 
 impl Recipe {
@@ -111,6 +118,7 @@ impl Recipe {
             progressive: 0.0,
             betas: [0.9, 0.999],
             base: None,
+            balance_styles: false,
         }
     }
 
@@ -128,12 +136,14 @@ impl Recipe {
                 progressive: fast::PROGRESSIVE,
                 betas: fast::BETAS,
                 base: None,
+                balance_styles: fast::BALANCE_STYLES,
             },
         };
         recipe.warmup = given.warmup.unwrap_or(recipe.warmup);
         recipe.decay = given.decay.unwrap_or(recipe.decay);
         recipe.progressive = given.progressive.unwrap_or(recipe.progressive);
         recipe.betas = given.betas.unwrap_or(recipe.betas);
+        recipe.balance_styles = given.balance_styles.unwrap_or(recipe.balance_styles);
         recipe.base = match &given.base {
             Some(base) => base.clone(),
             None if name == RecipeName::Fast => locate_base(),
@@ -204,6 +214,9 @@ impl Recipe {
         }
         if self.betas != [0.9, 0.999] {
             parts.push(format!("betas {},{}", self.betas[0], self.betas[1]));
+        }
+        if self.balance_styles {
+            parts.push("styles balanced".to_string());
         }
         if let Some(base) = &self.base {
             let name = base.file_name().unwrap_or_default().to_string_lossy();

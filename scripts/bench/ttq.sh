@@ -13,7 +13,9 @@
 #            run of budget E gets the iterations that take the time of E example iterations
 #   levers   the fast recipe with one lever changed (LEVERS), at LEVER_BUDGET, on LEVER_STYLES
 #   multi    one network of MULTI_STYLES (N of them) for N times MULTI_BUDGET, against the
-#            one-style runs of MULTI_BUDGET
+#            one-style runs of MULTI_BUDGET; MULTI_FLAGS are added to its command, and with
+#            MULTI_LABEL it goes to OUT/multi-LABEL (e.g. MULTI_FLAGS=--balance-styles
+#            MULTI_LABEL=balanced)
 #   augment  --augment against centre crops, at AUGMENT_BUDGETS, on AUGMENT_STYLE
 #   evaluate each checkpoint's held-out loss: quality-bench evaluate, the example's perceptual
 #            loss (content 1e5 on relu2_2, style 1e10 on the four Gram layers, the style image
@@ -157,11 +159,13 @@ fi
 # against the one-style fast runs of MULTI_BUDGET.
 MULTI_STYLES="${MULTI_STYLES:-udnie starry-night}"
 MULTI_BUDGET="${MULTI_BUDGET:-100}"
+MULTI_FLAGS="${MULTI_FLAGS:-}"
+MULTI_LABEL="${MULTI_LABEL:-}"
 if want multi; then
     n=0; images=()
     for st in $MULTI_STYLES; do images+=(--style "$(style_image "$st")"); n=$((n + 1)); done
     budget=$((n * MULTI_BUDGET))
-    dir="$OUT/multi/$(echo $MULTI_STYLES | tr ' ' '+')-E$budget"
+    dir="$OUT/multi${MULTI_LABEL:+-$MULTI_LABEL}/$(echo $MULTI_STYLES | tr ' ' '+')-E$budget"
     for st in $MULTI_STYLES; do fast_run "$st" fast "$MULTI_BUDGET"; done
     if ! grep -qs "saved style model" "$dir/log.txt"; then
         iters="$("$PY" scripts/bench/ttq_report.py iterations "$OUT" --budget "$budget" -- --image-size "$SIZE")"
@@ -170,7 +174,7 @@ if want multi; then
         nice -n "$NICE" "$train" --recipe fast --precision bf16 --device cpu --dataset "$OUT/photos/train" \
             "${images[@]}" --image-size "$SIZE" --iterations "$iters" --val none --log-every 25 \
             --image-every 1000000 --checkpoint-every 1000000 --name multi --out "$dir" \
-            --logdir "$dir/logs" > "$dir/log.txt" 2>&1
+            --logdir "$dir/logs" $MULTI_FLAGS > "$dir/log.txt" 2>&1
     fi
 fi
 # --augment against centre crops, at AUGMENT_BUDGETS on AUGMENT_STYLE.
@@ -184,7 +188,7 @@ if want augment; then
 fi
 
 if want evaluate; then
-    for model in "$OUT"/multi/*/multi.safetensors; do
+    for model in "$OUT"/multi*/*/multi.safetensors; do
         [ -f "$model" ] || continue
         grep -qF "\"model\": \"$model\"" "$OUT/eval.jsonl" && continue
         specs=()

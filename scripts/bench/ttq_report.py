@@ -85,7 +85,7 @@ def load_evals(out):
         for line in open(path):
             if line.strip():
                 r = json.loads(line)
-                if "/multi/" in r["model"]:
+                if "/multi/" in r["model"] or "/multi-" in r["model"]:
                     multi.append(r)
                 else:
                     evals[r["model"]] = r
@@ -214,9 +214,12 @@ def cmd_report(a):
         md.append("| network | style | held-out loss, N styles | one style | ratio | content ratio | style ratio |")
         md.append("|---|---|---|---|---|---|---|")
         for r in sorted(multi, key=lambda r: (r["model"], r["style"])):
-            d = os.path.basename(os.path.dirname(r["model"]))
+            run_dir = os.path.dirname(r["model"])
+            d = os.path.basename(run_dir)
             n = len(d.rsplit("-E", 1)[0].split("+"))
             budget = int(d.rsplit("-E", 1)[1]) // n
+            label = os.path.basename(os.path.dirname(run_dir))[len("multi-"):]
+            d = f"{d} ({label})" if label else d
             one = [x for x in runs if x["style"] == r["style"] and x["label"] == "fast" and x["budget"] == budget]
             if not one:
                 continue
