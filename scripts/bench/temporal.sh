@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Temporal consistency benchmark. A plain base model is trained first (BASE iterations); from
 # it, each model is fine-tuned for the same budget (ITERATIONS) from the same seed: plain,
-# --stability-weight alone, --temporal-weight at each weight of TEMPORAL. Then the warping
+# --stability-weight alone, --temporal-weight at each weight of TEMPORAL, and both terms
+# together at each TEMPORAL:STABILITY pair of BOTH. Then the warping
 # error (exact flow) and flicker ratio of each on clips with known motion made from the sample
 # photos, one clip also measured with OpenCV's flow, and the style and content losses on the
 # sample photos. The shared base keeps a small CPU budget on a stylized model, so that what
@@ -11,13 +12,14 @@
 #   DEVICE=cuda PRECISION=fp16 BASE=2000 ITERATIONS=1000 SIZE=256 CLIP_SIZE=256 FRAMES=60 BATCH=4 bash scripts/bench/temporal.sh
 #
 # Settings: BASE=200 ITERATIONS=80 BATCH=2 SIZE=128 CLIP_SIZE=128 FRAMES=30 STABILITY=10000 TEMPORAL="1000 3000 10000 30000"
-# SEED=42 PRECISION=bf16 DEVICE=cpu RESULTS=DIR (models already in RESULTS/NAME are reused).
+# BOTH="" (pairs such as "3000:10000 3000:3000") SEED=42 PRECISION=bf16 DEVICE=cpu RESULTS=DIR
+# (models already in RESULTS/NAME are reused).
 # Quality figures only: no times, so it may run niced on a busy machine (NICE=15).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
 BASE="${BASE:-200}"; ITERATIONS="${ITERATIONS:-80}"; BATCH="${BATCH:-2}"; SIZE="${SIZE:-128}"
-SEED="${SEED:-42}"; STABILITY="${STABILITY:-10000}"; TEMPORAL="${TEMPORAL:-1000 3000 10000 30000}"
+SEED="${SEED:-42}"; STABILITY="${STABILITY:-10000}"; TEMPORAL="${TEMPORAL:-1000 3000 10000 30000}"; BOTH="${BOTH:-}"
 PRECISION="${PRECISION:-bf16}"; DEVICE="${DEVICE:-cpu}"; NICE="${NICE:-15}"
 STYLE="${STYLE:-datasets/styles/udnie.jpg}"; RESULTS="${RESULTS:-target/bench/temporal}"
 TRAIN="${TRAIN:-target/release/train}"; INFER="${INFER:-target/release/infer}"
@@ -51,6 +53,11 @@ for w in $TEMPORAL; do
     train "temporal-$w" "$ITERATIONS" "${init[@]}" --temporal-weight "$w"
     MODELS+=("temporal-$w")
 done
+for pair in $BOTH; do
+    t="${pair%%:*}"; s="${pair##*:}"
+    train "both-$t-$s" "$ITERATIONS" "${init[@]}" --temporal-weight "$t" --stability-weight "$s"
+    MODELS+=("both-$t-$s")
+done
 
 # The clips: FRAMES frames of CLIP_SIZE px (the training size: on a CPU, 256 px clips cost 4x
 # the stylizing), sensor noise σ 3, H.264.
@@ -81,7 +88,7 @@ done
 "$PY" - "$RESULTS" "${MODELS[@]}" <<'PYEOF'
 import json, sys
 r, models = sys.argv[1], sys.argv[2:]
-temporal = [m for m in models if m.startswith("temporal")]
+temporal = [m for m in models if m.startswith(("temporal", "both"))]
 print("Warping error (flicker ratio in brackets); the ratios are warping errors.")
 print("| clip | input | " + " | ".join(models) + " | "
       + " | ".join(f"{t} / plain | {t} / stability" for t in temporal) + " |")
