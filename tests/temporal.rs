@@ -220,6 +220,7 @@ fn the_term_falls_when_trained_on_a_fixed_motion() {
             first_photo: 0,
         },
         shard: None,
+        balance: false,
     };
     let mut terms = Vec::new();
     for _ in 0..12 {
