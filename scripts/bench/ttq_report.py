@@ -266,7 +266,7 @@ def plot(path, curves, runs, budgets):
         fast = sorted((r["seconds"], r["total"]) for r in runs if r["style"] == style and r["label"] == "fast")
         if fast:
             ax.plot([t / 60 for t, _ in fast], [l for _, l in fast], "s-", color="#d62728", ms=4,
-                    label="train --recipe fast --decay cosine (one run per budget)")
+                    label="train --recipe fast (one run per budget)")
         nodecay = sorted((r["seconds"], r["total"]) for r in runs if r["style"] == style and r["label"] == "no decay")
         if nodecay:
             ax.plot([t / 60 for t, _ in nodecay], [l for _, l in nodecay], "^", color="#2ca02c", ms=7,
@@ -274,8 +274,9 @@ def plot(path, curves, runs, budgets):
         for n, secs, total, _, _ in c:
             if n in budgets:
                 ax.axhline(total, color="#888888", lw=0.6, ls=":")
-                ax.annotate(f"example at {n} it", (c[0][1] / 60, total), fontsize=7, color="#555555",
-                            va="bottom")
+                # At the example's own point, so that close levels do not overprint.
+                ax.annotate(f"example at {n} it", (secs / 60, total), fontsize=7, color="#555555",
+                            va="bottom", ha="center")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_title(style)

@@ -25,7 +25,8 @@ pub struct Shared {
     plan: Plan,
     /// Where the loader starts.
     start_at: Position,
-    /// The number of this process's photo (epoch × its photos per epoch + rank) it starts at.
+    /// Where it starts, counted in this process's photos (epoch × its photos per epoch + its
+    /// photos before the start in that epoch).
     start: u64,
     /// The next photo to take, counted from `start`.
     cursor: AtomicU64,
