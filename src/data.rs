@@ -271,6 +271,12 @@ mod tests {
         (dir, dataset)
     }
 
+    /// The red level that [`folder`] gave file `i` of `dataset` (`None`: the broken one).
+    fn red_of(dataset: &Dataset, i: usize) -> Option<u8> {
+        let name = dataset.files[i].file_stem().unwrap().to_string_lossy();
+        name[1..].parse::<u8>().ok().map(|n| n * 10)
+    }
+
     /// (red levels of each photo, next position, skipped names) of `count` batches.
     fn batches(
         dataset: &Arc<Dataset>,
@@ -311,16 +317,7 @@ mod tests {
         // Epoch by epoch: the readable photos in the epoch's order, 4 then the rest.
         for epoch in 0..3u64 {
             let order = dataset.epoch_order(7, epoch);
-            let reds: Vec<u8> = order
-                .iter()
-                .filter(|&&i| !dataset.files[i].ends_with("p_broken.jpg"))
-                .map(|&i| {
-                    dataset.files[i].file_stem().unwrap().to_string_lossy()[1..]
-                        .parse::<u8>()
-                        .unwrap()
-                        * 10
-                })
-                .collect();
+            let reds: Vec<u8> = order.iter().filter_map(|&i| red_of(&dataset, i)).collect();
             let (a, b) = (&one[2 * epoch as usize], &one[2 * epoch as usize + 1]);
             assert_eq!([a.0.clone(), b.0.clone()].concat(), reds, "epoch {epoch}");
             assert_eq!(
@@ -364,10 +361,7 @@ mod tests {
             threads: 2,
             ..Default::default()
         };
-        let red = |i: usize| {
-            let name = dataset.files[i].file_stem().unwrap().to_string_lossy();
-            name[1..].parse::<u8>().ok().map(|n| n * 10)
-        };
+        let red = |i: usize| red_of(&dataset, i);
         let sliced = |rank, start, count| {
             let slice = Slice { rank, world: 2 };
             let mut loader = Loader::start_slice(dataset.clone(), config, start, slice);

@@ -2,15 +2,16 @@
 //! `infer`, the style sheet, training several styles, and adding a style to a model.
 mod common;
 
-use common::{error_lines, random_net, read_rgb, run, stderr, write_image, write_random_vgg};
+use common::{
+    cpu_step, error_lines, random_net, read_rgb, run, stderr, write_image, write_random_vgg,
+};
 use faststyle::checkpoint::{self, ModelFile, ModelInfo};
 use faststyle::conditional::StyleMix;
 use faststyle::device::Precision;
 use faststyle::imageio;
 use faststyle::loss::{self, LossWeights};
 use faststyle::optim::Adam;
-use faststyle::temporal::Draws;
-use faststyle::training::{LossScaler, Step};
+use faststyle::training::LossScaler;
 use faststyle::transformer::TransformerNet;
 use faststyle::vgg::Vgg16;
 use std::collections::HashMap;
@@ -799,29 +800,14 @@ fn step_gradient(vgg: &Vgg16, balance: bool, scale: f64) -> Vec<Tensor> {
     let grams = loss::style_targets(vgg, &(pattern(1, 97).to_kind(Kind::Float) * 2.5));
     let images = pattern(2, 251).to_kind(Kind::Uint8);
     let mut adam = Adam::new(checkpoint::variables(&vs), 1e-3);
-    let step = Step {
-        net: &net,
-        vgg,
-        style_grams: &grams,
-        style: 0,
-        weights: LossWeights {
-            content: 1e5 * scale,
-            style: 1e10 * scale,
-            tv: 0.0,
-            stability: 0.0,
-            temporal: 0.0,
-        },
-        precision: Precision::Fp32,
-        device: Device::Cpu,
-        pinned_copies: false,
-        draws: Draws {
-            seed: 1,
-            step: 0,
-            first_photo: 0,
-        },
-        shard: None,
-        balance,
+    let weights = LossWeights {
+        content: 1e5 * scale,
+        style: 1e10 * scale,
+        tv: 0.0,
+        stability: 0.0,
+        temporal: 0.0,
     };
+    let step = cpu_step(&net, vgg, &grams, weights, balance);
     step.run(&images, &mut adam, &mut LossScaler::new(Precision::Fp32))
         .unwrap();
     let mut vars: Vec<_> = vs.variables().into_iter().collect();

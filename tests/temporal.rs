@@ -4,13 +4,13 @@
 //! measures it (scripts/warping.py) with its occlusion mask.
 mod common;
 
-use common::{bin, random_net, stderr, write_image, write_random_vgg};
+use common::{bin, cpu_step, random_net, stderr, write_image, write_random_vgg};
 use faststyle::checkpoint;
 use faststyle::device::{cpu_bf16_missing, Precision};
 use faststyle::loss::{self, LossWeights};
 use faststyle::optim::Adam;
-use faststyle::temporal::{Draws, RECOMMENDED_WEIGHT};
-use faststyle::training::{LossScaler, Step};
+use faststyle::temporal::RECOMMENDED_WEIGHT;
+use faststyle::training::LossScaler;
 use faststyle::vgg::Vgg16;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -198,30 +198,15 @@ fn the_term_falls_when_trained_on_a_fixed_motion() {
         .contiguous();
     let mut adam = Adam::new(checkpoint::variables(&vs), 1e-3);
     let mut scaler = LossScaler::new(Precision::Fp32);
-    let step = Step {
-        net: &net,
-        vgg: &vgg,
-        style_grams: &grams,
-        style: 0,
-        weights: LossWeights {
-            content: 0.0,
-            style: 0.0,
-            tv: 0.0,
-            stability: 0.0,
-            temporal: 1.0,
-        },
-        precision: Precision::Fp32,
-        device: Device::Cpu,
-        pinned_copies: false,
-        // The same draws at every step: one fixed motion (and noise) per photo.
-        draws: Draws {
-            seed: 1,
-            step: 0,
-            first_photo: 0,
-        },
-        shard: None,
-        balance: false,
+    let weights = LossWeights {
+        content: 0.0,
+        style: 0.0,
+        tv: 0.0,
+        stability: 0.0,
+        temporal: 1.0,
     };
+    // The same draws at every step: one fixed motion (and noise) per photo.
+    let step = cpu_step(&net, &vgg, &grams, weights, false);
     let mut terms = Vec::new();
     for _ in 0..12 {
         let losses = step.run(&images, &mut adam, &mut scaler).unwrap();

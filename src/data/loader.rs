@@ -281,6 +281,18 @@ impl Filling {
     }
 }
 
+/// Where a run stands once it has consumed the first `end` photos of `epoch`'s order (of
+/// `photos`): the next epoch's start when that was all of them.
+fn position_after(epoch: u64, end: usize, photos: usize) -> Position {
+    match end == photos {
+        true => Position {
+            epoch: epoch + 1,
+            index: 0,
+        },
+        false => Position { epoch, index: end },
+    }
+}
+
 /// The workers' photos, put back in order.
 struct InOrder {
     done: Receiver<Done>,
@@ -329,16 +341,7 @@ fn reassemble(shared: &Shared, mut photos_in_order: InOrder, tx: &SyncSender<Bat
             .as_ref()
             .is_some_and(|b| b.filled == config.batch_size);
         if let Some(filling) = batch.take_if(|_| full || last_of_epoch) {
-            let next_pos = match last_of_epoch {
-                true => Position {
-                    epoch: pos.epoch + 1,
-                    index: 0,
-                },
-                false => Position {
-                    epoch: pos.epoch,
-                    index: pos.index + 1,
-                },
-            };
+            let next_pos = position_after(pos.epoch, pos.index + 1, photos);
             let images = filling.finish();
             let n = images.size()[0] as usize;
             let sent = tx.send(Batch {
@@ -393,16 +396,7 @@ fn reassemble_parts(shared: &Shared, mut photos_in_order: InOrder, tx: &SyncSend
                 }
                 shared.pool.give(photo.crop);
             }
-            let next = match part.stretch.end == photos {
-                true => Position {
-                    epoch: epoch + 1,
-                    index: 0,
-                },
-                false => Position {
-                    epoch,
-                    index: part.stretch.end,
-                },
-            };
+            let next = position_after(epoch, part.stretch.end, photos);
             let batch = Batch {
                 images: filling.finish(),
                 next,

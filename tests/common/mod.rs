@@ -3,7 +3,12 @@
 #![allow(dead_code)] // each test file uses its own subset
 
 use faststyle::checkpoint::{self, ModelInfo};
+use faststyle::device::Precision;
+use faststyle::loss::LossWeights;
+use faststyle::temporal::Draws;
+use faststyle::training::Step;
 use faststyle::transformer::TransformerNet;
+use faststyle::vgg::Vgg16;
 use image::{Rgb, RgbImage};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -41,6 +46,34 @@ pub fn run<S: AsRef<OsStr>>(name: &str, args: impl IntoIterator<Item = S>) -> Ou
 /// over the middle of 0…255 (near 0 they would be clamped, hiding what the tests compare).
 pub fn random_net(seed: u64) -> (VarStore, TransformerNet) {
     random_net_with_styles(seed, 1)
+}
+
+/// A float32 CPU training step of style 0 in one process, with the same random draws at every
+/// step (seed 1, step 0).
+pub fn cpu_step<'a>(
+    net: &'a TransformerNet,
+    vgg: &'a Vgg16,
+    style_grams: &'a [Tensor; 4],
+    weights: LossWeights,
+    balance: bool,
+) -> Step<'a> {
+    Step {
+        net,
+        vgg,
+        style_grams,
+        style: 0,
+        weights,
+        precision: Precision::Fp32,
+        device: Device::Cpu,
+        pinned_copies: false,
+        draws: Draws {
+            seed: 1,
+            step: 0,
+            first_photo: 0,
+        },
+        shard: None,
+        balance,
+    }
 }
 
 /// A random network (as [`random_net`]) holding `styles` styles, each with its own scales and
