@@ -45,6 +45,8 @@ pub trait GradSync {
     fn before_backward(&self) -> Result<()>;
     /// Whether the gradients were finite on every process, so that fp16 retries agree.
     fn all_finite(&self, finite: bool) -> Result<bool>;
+    /// The mean of a one-element tensor over the processes (a new tensor, detached).
+    fn mean(&self, value: &Tensor) -> Result<Tensor>;
 }
 
 /// One process's part of a data-parallel step: its batch is photos `offset..offset + n` of a
@@ -119,9 +121,16 @@ impl Step<'_> {
             if let Some(sync) = sync {
                 sync.before_backward()?;
             }
-            match self.balance {
-                true => scaler.backward(&(&losses.total / losses.total.detach()))?,
-                false => scaler.backward(&losses.total)?,
+            if self.balance {
+                // Divided by the global batch's loss, the same on every process, so that the
+                // averaged gradients are those of one process with the whole batch.
+                let divisor = match sync {
+                    Some(sync) => sync.mean(&losses.total)?,
+                    None => losses.total.detach(),
+                };
+                scaler.backward(&(&losses.total / divisor))?;
+            } else {
+                scaler.backward(&losses.total)?;
             }
             tries += 1;
             if scaler.unscale_and_check(adam, sync)? {

@@ -243,6 +243,25 @@ fn two_processes_train_as_one_process_with_the_whole_batch() {
     assert_losses_close(&last_of_each(a.clone()), &last_of_each(b), 1e-4);
     // And not the centre crops: the first step's losses differ from the run above.
     assert_ne!(a[0].1, centre_first);
+
+    // Two styles with --balance-styles: every rank divides by the global batch's loss (its
+    // own would weigh the ranks' gradients differently, and be 0/0 on the rank left without
+    // photos), so two processes still train as one.
+    write_image(&s.path("style2.png"), 28, 36, 98);
+    let second = s.path("style2.png").display().to_string();
+    let balanced = [&flags[..], &["--style", &second, "--balance-styles"]].concat();
+    let one = one_process(&s.args("one-balanced", &balanced));
+    let two = launch(&torchrun, 2, &[], &s.args("two-balanced", &balanced))
+        .output()
+        .unwrap();
+    assert_ok(&one);
+    assert_ok(&two);
+    let (a, b) = (
+        step_lines(&String::from_utf8_lossy(&one.stdout)),
+        step_lines(&String::from_utf8_lossy(&two.stdout)),
+    );
+    assert_eq!(a.len(), steps);
+    assert_losses_close(&last_of_each(a), &last_of_each(b), 1e-4);
 }
 
 /// The processes that torchrun (pid `parent`) started, by their RANK.

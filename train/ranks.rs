@@ -381,6 +381,15 @@ impl GradSync for Dist {
         )?;
         Ok(t.int64_value(&[0]) == 1)
     }
+
+    fn mean(&self, value: &Tensor) -> Result<Tensor> {
+        let sum = value.detach().copy();
+        collective(
+            "averaging the loss for --balance-styles",
+            self.group.all_reduce(&sum, ReduceOp::Sum),
+        )?;
+        Ok(sum / self.group.world as f64)
+    }
 }
 
 /// The distributed timeout's default: the rendezvous and each collective.

@@ -143,10 +143,6 @@ impl<'r> Trainer<'r> {
             style_images.push(style);
         }
 
-        if ranks.distributed() && config.recipe.balance_styles && styles.trained.len() > 1 {
-            // Each rank would divide by its own part's loss, not the global batch's.
-            anyhow::bail!("--balance-styles is not supported in a data-parallel run yet (train without it, or in one process)");
-        }
         let writes = ranks.writes();
         if writes {
             std::fs::create_dir_all(&config.out).with_context(|| {
