@@ -230,16 +230,7 @@ fn two_processes_train_as_one_process_with_the_whole_batch() {
 
     // With `--augment`, each photo gets the same random crop in whichever process decodes it.
     let augmented = [&flags[..], &["--augment"]].concat();
-    let one = one_process(&s.args("one-augmented", &augmented));
-    let two = launch(&torchrun, 2, &[], &s.args("two-augmented", &augmented))
-        .output()
-        .unwrap();
-    assert_ok(&one);
-    assert_ok(&two);
-    let (a, b) = (
-        step_lines(&String::from_utf8_lossy(&one.stdout)),
-        step_lines(&String::from_utf8_lossy(&two.stdout)),
-    );
+    let (a, b) = one_and_two(&s, &torchrun, "augmented", &augmented);
     assert_losses_close(&last_of_each(a.clone()), &last_of_each(b), 1e-4);
     // And not the centre crops: the first step's losses differ from the run above.
     assert_ne!(a[0].1, centre_first);
@@ -250,18 +241,32 @@ fn two_processes_train_as_one_process_with_the_whole_batch() {
     write_image(&s.path("style2.png"), 28, 36, 98);
     let second = s.path("style2.png").display().to_string();
     let balanced = [&flags[..], &["--style", &second, "--balance-styles"]].concat();
-    let one = one_process(&s.args("one-balanced", &balanced));
-    let two = launch(&torchrun, 2, &[], &s.args("two-balanced", &balanced))
+    let (a, b) = one_and_two(&s, &torchrun, "balanced", &balanced);
+    assert_eq!(a.len(), steps);
+    assert_losses_close(&last_of_each(a), &last_of_each(b), 1e-4);
+}
+
+/// One logged step: its number and its named losses.
+type Logged = (u64, Vec<(String, f64)>);
+
+/// The logged steps of one process and of two (under torchrun) run with `flags`, into
+/// `one-LABEL` and `two-LABEL`; both must succeed.
+fn one_and_two(
+    s: &Setup,
+    torchrun: &Path,
+    label: &str,
+    flags: &[&str],
+) -> (Vec<Logged>, Vec<Logged>) {
+    let one = one_process(&s.args(&format!("one-{label}"), flags));
+    let two = launch(torchrun, 2, &[], &s.args(&format!("two-{label}"), flags))
         .output()
         .unwrap();
     assert_ok(&one);
     assert_ok(&two);
-    let (a, b) = (
+    (
         step_lines(&String::from_utf8_lossy(&one.stdout)),
         step_lines(&String::from_utf8_lossy(&two.stdout)),
-    );
-    assert_eq!(a.len(), steps);
-    assert_losses_close(&last_of_each(a), &last_of_each(b), 1e-4);
+    )
 }
 
 /// The processes that torchrun (pid `parent`) started, by their RANK.
