@@ -159,6 +159,9 @@ fn two_processes_train_as_one_process_with_the_whole_batch() {
         "3",
         "--stability-weight",
         "1e-3",
+        // The bound on the weights below is in steps of the example's constant lr, 1e-3.
+        "--recipe",
+        "example",
     ];
     let one = one_process(&s.args("one", &flags));
     assert_ok(&one);

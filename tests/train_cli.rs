@@ -133,7 +133,7 @@ fn resume_accepts_the_original_command_and_keeps_its_intervals() {
     // The recorded --log-every 1 still holds (the default, 10, would log step 4 alone).
     assert_eq!(steps(&again), [3, 4], "{}", stderr(&again));
     let config = config_json(&s);
-    assert_eq!(config["recipe"]["name"], "example");
+    assert_eq!(config["recipe"]["name"], "fast", "fast is the default");
     assert_eq!(config["recipe"]["decay"], "none");
     assert_eq!(config["log_every"], 1);
     assert_eq!(config["image_every"], 3);
@@ -152,7 +152,7 @@ fn resume_accepts_the_original_command_and_keeps_its_intervals() {
         "--style",
         "./style.png",
         "--lr",
-        "0.001",
+        "0.004",
         "--style-weight",
         "1e10",
         "--seed",
@@ -189,18 +189,18 @@ fn resume_refuses_a_changed_recipe_naming_both_values() {
         }
         assert!(line.contains("cannot change when resuming"), "{line}");
     };
-    refused(&["--lr", "0.5"], &["--lr", "0.001", "0.5"]);
+    refused(&["--lr", "0.5"], &["--lr", "0.004", "0.5"]);
     refused(
         &["--content-weight", "2e5"],
         &["--content-weight", "100000", "200000"],
     );
     refused(&["--style-size", "64"], &["--style-size", "none", "64"]);
-    refused(&["--recipe", "fast"], &["--recipe", "example", "fast"]);
-    refused(&["--warmup", "0.1"], &["--warmup", "0", "0.1"]);
+    refused(&["--recipe", "example"], &["--recipe", "fast", "example"]);
+    refused(&["--warmup", "0.1"], &["--warmup", "0.05", "0.1"]);
     refused(&["--augment"], &["--augment", "false", "true"]);
     refused(
-        &["--balance-styles"],
-        &["--balance-styles", "false", "true"],
+        &["--balance-styles", "false"],
+        &["--balance-styles", "true", "false"],
     );
     // Flags that s.args gives: replaced by a different value.
     let changed = |flag: &str, value: &str| {

@@ -130,8 +130,9 @@ pub struct Args {
     /// [default: fp32, or the resumed run's].
     #[arg(long)]
     pub precision: Option<Precision>,
-    /// The training recipe: `example` (the PyTorch example's, exactly) or `fast` (faststyle's:
-    /// warm-up and decay from a higher peak lr, from checkpoints/base.safetensors where installed) [default: example].
+    /// The training recipe: `fast` (faststyle's: a higher peak lr after a warm-up, from
+    /// checkpoints/base.safetensors where installed, several styles balanced) or `example`
+    /// (the PyTorch example's, exactly) [default: fast, or the resumed run's].
     #[arg(long)]
     pub recipe: Option<RecipeName>,
     /// Fraction of the run over which the learning rate rises from 0 to --lr [default: the
@@ -156,7 +157,8 @@ pub struct Args {
     pub base: Option<PathBuf>,
     /// Several styles: each batch trains on its loss divided by its own value (the gradient
     /// of its log), so that a style with larger losses does not set Adam's step sizes for
-    /// the others; `--balance-styles false` turns it off [default: off].
+    /// the others; `--balance-styles false` turns it off [default: the recipe's: example off,
+    /// fast on].
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub balance_styles: Option<bool>,
     /// Random resized crops (25–100% of the centred square's area, aspect 3:4 to 4:3) and

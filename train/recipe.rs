@@ -14,9 +14,10 @@ use std::path::{Path, PathBuf};
 pub enum RecipeName {
     /// The PyTorch fast-neural-style example's: constant lr 1e-3, full-size crops, fresh
     /// weights (runs recorded before recipes existed were all this one).
-    #[default]
     Example,
-    /// faststyle's: a 4× higher peak after a short warm-up, and a warm start from a base.
+    /// faststyle's, the default: a 4× higher peak after a short warm-up, a warm start from
+    /// the shipped base network, and several styles balanced.
+    #[default]
     Fast,
 }
 
@@ -88,8 +89,8 @@ pub mod fast {
     pub const BETAS: [f64; 2] = [0.9, 0.999];
     /// Batch size.
     pub const BATCH_SIZE: usize = 4;
-    /// Several styles' losses balanced.
-    pub const BALANCE_STYLES: bool = false;
+    /// Several styles' losses balanced (README, "Several styles in one network").
+    pub const BALANCE_STYLES: bool = true;
 }
 
 /// File name of the shipped base network that the fast recipe starts from.
@@ -285,9 +286,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn example_recipe_is_the_example() {
-        let r = Recipe::new(&Given::default()).unwrap();
-        assert_eq!(r, Recipe::example());
+    fn example_recipe_is_the_example_and_fast_is_the_default() {
+        let example = Given {
+            name: Some(RecipeName::Example),
+            ..Default::default()
+        };
+        assert_eq!(Recipe::new(&example).unwrap(), Recipe::example());
+        let default = Recipe::new(&Given::default()).unwrap();
+        assert_eq!(default.name, RecipeName::Fast);
+        assert_eq!(default.balance_styles, fast::BALANCE_STYLES);
         assert_eq!(Recipe::default_lr(RecipeName::Example), 1e-3);
         assert_eq!(Recipe::default_batch_size(RecipeName::Example), 4);
     }

@@ -12,7 +12,7 @@ cd "$root"
 OUT="${1:-target/bench/dist}"
 ROUNDS="${ROUNDS:-3}"
 ITERATIONS="${ITERATIONS:-40}"
-common=(--dataset datasets/sample --style datasets/styles/udnie.jpg --image-size 128 --batch-size 4
+common=(--recipe example --dataset datasets/sample --style datasets/styles/udnie.jpg --image-size 128 --batch-size 4
         --iterations "$ITERATIONS" --device cpu --precision bf16 --val none --log-every 10
         --image-every 1000000 --checkpoint-every 1000000)
 mkdir -p "$OUT"

@@ -34,7 +34,7 @@ export LD_LIBRARY_PATH="$torch_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 rm -rf "$RESULTS"
 mkdir -p "$RESULTS"
 
-common=(--dataset "$PHOTOS" --style "$STYLE" --image-size "$SIZE" --batch-size "$BATCH" --seed 7
+common=(--recipe example --dataset "$PHOTOS" --style "$STYLE" --image-size "$SIZE" --batch-size "$BATCH" --seed 7
         --log-every 1 --image-every 100000 --device "$DEVICE" --logdir "$RESULTS/runs")
 precs=(fp32 bf16 fp16)
 [ "$DEVICE" = cpu ] && precs=(fp32)

@@ -49,7 +49,7 @@ for photo in datasets/sample/*; do
     esac
 done
 
-common=(--dataset "$OUT/train" --vgg "$vgg" --image-size 128 --style-size 256 --batch-size 2
+common=(--recipe example --dataset "$OUT/train" --vgg "$vgg" --image-size 128 --style-size 256 --batch-size 2
         --seed 42 --log-every 25 --image-every 1000 --checkpoint-every 50 --device cpu)
 # train RUN ARGS…: a run into $OUT/m/RUN, skipped when an earlier one finished.
 train_run() {

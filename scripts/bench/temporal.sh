@@ -36,7 +36,7 @@ train() {  # NAME ITERATIONS [flags]
     say "$name: training ($iterations iterations)"
     local resume=()
     [ -f "$RESULTS/$name/$name.state.safetensors" ] && resume=(--resume)
-    nice -n "$NICE" "$TRAIN" --dataset datasets/sample --style "$STYLE" --style-size 256 \
+    nice -n "$NICE" "$TRAIN" --recipe example --dataset datasets/sample --style "$STYLE" --style-size 256 \
         --image-size "$SIZE" --batch-size "$BATCH" --iterations "$iterations" --seed "$SEED" \
         --precision "$PRECISION" --device "$DEVICE" --log-every 10 --checkpoint-every 25 \
         --image-every 100000 --name "$name" --out "$RESULTS/$name" --logdir "$RESULTS/$name/logs" \
