@@ -40,8 +40,10 @@ LONG_BUDGETS="${LONG_BUDGETS:-200 400 800}"
 LEVER_BUDGET="${LEVER_BUDGET:-100}"
 LEVER_STYLES="${LEVER_STYLES:-udnie ihc}"
 NICE="${NICE:-15}"
-# Flags of every `train --recipe fast` run: by default the same initial weights as the example's side.
-FAST_FLAGS="${FAST_FLAGS:---init $OUT/init.safetensors}"
+# Flags added to every `train --recipe fast` run: none by default, so that it starts from the
+# shipped base network (checkpoints/base.safetensors) as a user's run does; the lever
+# "example's init" starts it from the example's initial weights instead.
+FAST_FLAGS="${FAST_FLAGS:-}"
 PY="$root/.venv/bin/python"
 VGG=checkpoints/vgg16.safetensors
 say() { echo "ttq: $*" >&2; }
@@ -60,7 +62,7 @@ lr 1e-3|--lr 1e-3
 lr 8e-3|--lr 8e-3
 no warm-up|--warmup 0
 no decay|--decay none
-no base (fresh weights)|--base none
+example's init|--init $OUT/init.safetensors
 progressive 0.5|--progressive 0.5
 style at half size|--style-size STYLE_HALF
 batch 2 (lr/sqrt 2)|--batch-size 2 --lr LR_HALF_BATCH

@@ -21,6 +21,8 @@ import os
 import statistics
 import sys
 
+# The lever of ttq.sh that starts the fast recipe from the example's initial weights, not the base.
+INIT_LABEL = "example's init"
 # The fast recipe's defaults that change a run's time (keep in step with train/recipe.rs).
 FAST_DEFAULTS = {"progressive": 0.0, "batch_size": 4, "image_size": 128}
 
@@ -263,14 +265,14 @@ def plot(path, curves, runs, budgets):
         c = curves[style]
         ax.plot([p[1] / 60 for p in c], [p[2] for p in c], "o-", color="#888888", ms=3.5,
                 label="PyTorch example's loop (lr 1e-3)")
-        fast = sorted((r["seconds"], r["total"]) for r in runs if r["style"] == style and r["label"] == "fast")
-        if fast:
-            ax.plot([t / 60 for t, _ in fast], [l for _, l in fast], "s-", color="#d62728", ms=4,
-                    label="train --recipe fast (one run per budget)")
-        nodecay = sorted((r["seconds"], r["total"]) for r in runs if r["style"] == style and r["label"] == "no decay")
-        if nodecay:
-            ax.plot([t / 60 for t, _ in nodecay], [l for _, l in nodecay], "^", color="#2ca02c", ms=7,
-                    label="--recipe fast --decay none")
+        for label, mark, colour, legend in (
+                ("fast", "s-", "#d62728", "train --recipe fast (one run per budget)"),
+                (INIT_LABEL, "^--", "#1f77b4", "the same from the example's initial weights"),
+                ("no decay", "^", "#2ca02c", "--recipe fast --decay none")):
+            pts = sorted((r["seconds"], r["total"]) for r in runs if r["style"] == style and r["label"] == label)
+            if pts:
+                ax.plot([t / 60 for t, _ in pts], [l for _, l in pts], mark, color=colour, ms=4,
+                        label=legend)
         for n, secs, total, _, _ in c:
             if n in budgets:
                 ax.axhline(total, color="#888888", lw=0.6, ls=":")
