@@ -208,15 +208,15 @@ impl<'r> Trainer<'r> {
         validate::announce(validation.as_ref(), &config, &logger);
 
         let samples = if writes {
-            let samples = samples::sample_batch(&dataset, &config)?.to_device(device);
-            if start_step == 0 {
-                samples::log_batch(&mut logger, &samples, "samples/input", 0)?;
-                for (k, style) in style_images.iter().enumerate() {
-                    let tag = sample_tag(&styles, "style", k);
-                    samples::log_style(&mut logger, style, &tag, config.image_size)?;
-                }
-            }
-            Some(samples)
+            Some(first_samples(
+                &mut logger,
+                &dataset,
+                &config,
+                &styles,
+                &style_images,
+                device,
+                start_step,
+            )?)
         } else {
             None
         };
@@ -238,26 +238,7 @@ impl<'r> Trainer<'r> {
             stability: config.stability_weight,
             temporal: config.temporal_weight,
         };
-        let several = styles.names.len() > 1;
-        let info = ModelInfo {
-            style: styles.trained[0]
-                .1
-                .file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned(),
-            styles: if several {
-                styles.names.clone()
-            } else {
-                Vec::new()
-            },
-            iterations: start_step,
-            content_weight: config.content_weight,
-            style_weight: config.style_weight,
-            image_size: config.image_size,
-            recipe: Some(crate::recipe::metadata(&config)),
-            run,
-        };
+        let info = model_info(&config, &styles, start_step, run);
         let checkpointer = Checkpointer::new(files, info, &config, start_step, writes)?;
         Ok(Self {
             meter: Meter::new(styles.trained.len(), device),
@@ -530,6 +511,51 @@ impl<'r> Trainer<'r> {
             );
         }
         Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// The photos shown as stylized samples, logged with the style images when the run is new.
+fn first_samples(
+    logger: &mut Logger,
+    dataset: &Dataset,
+    config: &Config,
+    styles: &Styles,
+    style_images: &[Tensor],
+    device: Device,
+    start_step: u64,
+) -> Result<Tensor> {
+    let samples = samples::sample_batch(dataset, config)?.to_device(device);
+    if start_step == 0 {
+        samples::log_batch(logger, &samples, "samples/input", 0)?;
+        for (k, style) in style_images.iter().enumerate() {
+            let tag = sample_tag(styles, "style", k);
+            samples::log_style(logger, style, &tag, config.image_size)?;
+        }
+    }
+    Ok(samples)
+}
+
+/// The style model's metadata, as of iteration `start_step`.
+fn model_info(config: &Config, styles: &Styles, start_step: u64, run: String) -> ModelInfo {
+    let several = styles.names.len() > 1;
+    ModelInfo {
+        style: styles.trained[0]
+            .1
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned(),
+        styles: if several {
+            styles.names.clone()
+        } else {
+            Vec::new()
+        },
+        iterations: start_step,
+        content_weight: config.content_weight,
+        style_weight: config.style_weight,
+        image_size: config.image_size,
+        recipe: Some(crate::recipe::metadata(config)),
+        run,
     }
 }
 
