@@ -266,7 +266,7 @@ def plot(path, curves, runs, budgets):
         ax.plot([p[1] / 60 for p in c], [p[2] for p in c], "o-", color="#888888", ms=3.5,
                 label="PyTorch example's loop (lr 1e-3)")
         for label, mark, colour, legend in (
-                ("fast", "s-", "#d62728", "train --recipe fast (one run per budget)"),
+                ("fast", "s-", "#d62728", "train --recipe fast, from the base (one run per budget)"),
                 (INIT_LABEL, "^--", "#1f77b4", "the same from the example's initial weights"),
                 ("no decay", "^", "#2ca02c", "--recipe fast --decay none")):
             pts = sorted((r["seconds"], r["total"]) for r in runs if r["style"] == style and r["label"] == label)
